@@ -1,0 +1,54 @@
+"""The ``zero-prior`` command: a short root that registers subcommands and dispatches.
+
+Each subcommand lives in its own module with ``register(subparsers)`` and a
+``run(args) -> int``; heavy imports (torch, diffusers) happen inside ``run``
+so that ``zero-prior --help`` is instant. Known errors (``ZeroPriorError``)
+become one line plus the next step; ``--traceback`` shows the full trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# Subcommand modules, in the order the data path runs.
+SUBCOMMANDS = ("tiny_model", "install", "inspect", "generate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the root parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="zero-prior",
+        description="Zero-prior placeholder tokens for Qwen-Image LoRAs.",
+    )
+    parser.add_argument(
+        "--traceback", action="store_true", help="show the full traceback on errors"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zero-prior`` console script."""
+    from ..errors import ZeroPriorError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except ZeroPriorError as error:
+        if args.traceback:
+            raise
+        print(f"zero-prior {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""``PlaceholderConfig``: the one parsed, validated description of a placeholder token.
+
+ai-toolkit silently drops YAML keys it does not know, which is how an earlier
+attempt at this feature shipped settings that were never read. Here the
+``placeholder:`` block is parsed exactly once, every key is checked (unknown
+key, wrong type, out-of-range value) and the error names the full key path,
+e.g. ``config.process[0].placeholder.init_std``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+INIT_KINDS = ("zero_prior", "word", "vocab_stats")
+MAX_VECTORS = 64
+DEFAULT_PATH = "placeholder"
+
+
+@dataclass(frozen=True)
+class PlaceholderConfig:
+    """How one placeholder token is named, initialised and trained.
+
+    >>> PlaceholderConfig.from_dict({"token": "<zwx>", "num_vectors": 2}).num_vectors
+    2
+    """
+
+    token: str = field(default="<zwx>", metadata={"help": "the new token users write in prompts"})
+    num_vectors: int = field(default=1, metadata={"help": "consecutive vectors the token expands to"})
+    init: str = field(default="zero_prior", metadata={"help": f"one of {', '.join(INIT_KINDS)}"})
+    init_std: float = field(default=1e-5, metadata={"help": "std of the normal start for init zero_prior"})
+    init_word: str = field(default="person", metadata={"help": "phrase whose mean row starts init word"})
+    seed: int = field(default=42, metadata={"help": "seed of the placeholder's own init generator"})
+    lr: float | None = field(default=None, metadata={"help": "learning rate; default train.embedding_lr or train.lr"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the placeholder group"})
+    lstrip: bool = field(default=False, metadata={"help": "the token absorbs the whitespace before it"})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, path: str = DEFAULT_PATH) -> None:
+        """Raise ``ConfigError`` naming ``path.key`` for the first bad value."""
+        _check_type(path, "token", self.token, str)
+        if not self.token.strip():
+            raise ConfigError(f"{path}.token is empty or whitespace; use a new string such as '<zwx>'")
+        if self.token != self.token.strip():
+            raise ConfigError(
+                f"{path}.token {self.token!r} has leading or trailing whitespace; remove it "
+                "(use lstrip: true to make the token absorb the space before it)"
+            )
+        _check_type(path, "num_vectors", self.num_vectors, int)
+        if not 1 <= self.num_vectors <= MAX_VECTORS:
+            raise ConfigError(f"{path}.num_vectors must be between 1 and {MAX_VECTORS}, got {self.num_vectors}")
+        _check_type(path, "init", self.init, str)
+        if self.init not in INIT_KINDS:
+            raise ConfigError(f"{path}.init must be one of {', '.join(INIT_KINDS)}, got {self.init!r}")
+        _check_type(path, "init_std", self.init_std, float)
+        if not (math.isfinite(self.init_std) and 0 < self.init_std <= 1):
+            raise ConfigError(f"{path}.init_std must be in (0, 1], got {self.init_std}")
+        _check_type(path, "init_word", self.init_word, str)
+        if self.init == "word" and not self.init_word.strip():
+            raise ConfigError(f"{path}.init_word must name a word or phrase when init is 'word'")
+        _check_type(path, "seed", self.seed, int)
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"{path}.seed must be a non-negative integer below 2**63, got {self.seed}")
+        if self.lr is not None:
+            _check_type(path, "lr", self.lr, float)
+            if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+                raise ConfigError(f"{path}.lr must be in (0, 1], got {self.lr}")
+        _check_type(path, "weight_decay", self.weight_decay, float)
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1):
+            raise ConfigError(f"{path}.weight_decay must be in [0, 1], got {self.weight_decay}")
+        _check_type(path, "lstrip", self.lstrip, bool)
+
+    @property
+    def token_strings(self) -> tuple[str, ...]:
+        """The tokenizer entries behind this placeholder, one per vector.
+
+        ``<zwx>`` with 3 vectors becomes ``<zwx>``, ``<zwx_1>``, ``<zwx_2>``; a
+        token without angle brackets gets ``_1``, ``_2`` appended.
+        """
+        return expanded_token_strings(self.token, self.num_vectors)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None, path: str = DEFAULT_PATH) -> "PlaceholderConfig":
+        """Parse a YAML mapping strictly: unknown keys and wrong types are errors."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{path} must be a mapping of settings, got {type(raw).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(
+                f"{path}.{unknown[0]} is not a placeholder setting; known keys: {', '.join(sorted(known))}"
+            )
+        values = {key: _coerce_number(path, key, raw[key]) for key in raw}
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            # __post_init__ names keys "placeholder.<key>"; give the caller's full path.
+            message = str(error)
+            if message.startswith(DEFAULT_PATH + "."):
+                message = path + message[len(DEFAULT_PATH) :]
+            raise ConfigError(message) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping for JSON metadata and YAML round trips."""
+        return dataclasses.asdict(self)
+
+
+def expanded_token_strings(token: str, num_vectors: int) -> tuple[str, ...]:
+    """Tokenizer entries for a placeholder of ``num_vectors`` vectors (see ``token_strings``)."""
+    if token.startswith("<") and token.endswith(">") and len(token) > 2:
+        extra = [f"{token[:-1]}_{i}>" for i in range(1, num_vectors)]
+    else:
+        extra = [f"{token}_{i}" for i in range(1, num_vectors)]
+    return (token, *extra)
+
+
+def _check_type(path: str, key: str, value: Any, expected: type) -> None:
+    # bool is an int subclass in Python; a YAML `true` must not pass as a number.
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{path}.{key} must be {_type_name(expected)}, got {type(value).__name__} {value!r}")
+
+
+def _coerce_number(path: str, key: str, value: Any) -> Any:
+    """Accept ints where floats are expected and YAML's string floats ('1e-5')."""
+    float_keys = {"init_std", "lr", "weight_decay"}
+    if key in float_keys and value is not None and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):
+            # PyYAML reads "1e-5" (no dot) as a string; users write it that way.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{path}.{key} must be a number, got {value!r}") from None
+    return value
+
+
+def _type_name(expected: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[expected]

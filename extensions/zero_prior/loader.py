@@ -1,0 +1,176 @@
+"""``load_zero_prior``: apply a zero-prior LoRA file to a diffusers ``QwenImagePipeline``.
+
+Reading and checking come first and touch nothing (file format, checksum,
+version, hidden size, token conflicts, the LoRA tensors themselves); only
+then, in one fenced block, are the tokens registered, the learned vectors
+written into their embedding rows (never shrinking the vocabulary) and the
+LoRA loaded at the asked strength. A file without zero-prior metadata (a
+baseline run) loads as a plain LoRA with a notice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import PlaceholderConfig
+from .errors import FormatError, PlaceholderError
+from .format import PlaceholderRecord, ZeroPriorMetadata, read_zero_prior
+from .placeholder import ensure_embedding_rows
+from .tokens import RegisteredToken, check_placeholders, expand_prompt, register_placeholders
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadResult:
+    """What ``load_zero_prior`` did, for logs and for the caller's checks."""
+
+    path: Path
+    adapter_name: str
+    lora_scale: float
+    lora_tensors: int
+    placeholders: list[RegisteredToken] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    metadata: ZeroPriorMetadata | None = None
+
+    def summary(self) -> str:
+        """One human-readable line per fact."""
+        lines = [f"loaded {self.path.name}: {self.lora_tensors} LoRA tensors as adapter "
+                 f"{self.adapter_name!r} at scale {self.lora_scale}"]
+        for token in self.placeholders:
+            state = "already present, same vector" if token.token in self.reused else "registered"
+            lines.append(f"placeholder {token.token!r}: ids {list(token.token_ids)} ({state})")
+        lines.extend(self.notices)
+        return "\n".join(lines)
+
+
+def load_zero_prior(
+    pipe: Any,
+    path: str | os.PathLike[str],
+    lora_scale: float = 1.0,
+    adapter_name: str | None = None,
+) -> LoadResult:
+    """Load a zero-prior LoRA file into ``pipe`` (a diffusers ``QwenImagePipeline``).
+
+    >>> pipe = QwenImagePipeline.from_pretrained("Qwen/Qwen-Image")  # doctest: +SKIP
+    >>> print(load_zero_prior(pipe, "my_subject.safetensors").summary())  # doctest: +SKIP
+    >>> image = pipe("a photo of <zwx> on a beach").images[0]  # doctest: +SKIP
+    """
+    path = Path(path)
+    meta = read_zero_prior(path)
+    name = adapter_name or _adapter_name(path)
+    plan = _plan_placeholders(pipe, meta, path) if meta is not None else []
+    # Read (and convert) the LoRA once up front so a bad file fails before any change;
+    # the path, not this dict, is loaded below so diffusers also sees the file's own metadata.
+    lora_tensors = len(pipe.lora_state_dict(str(path)))
+    if name in _adapter_names(pipe):
+        raise PlaceholderError(f"{path}: this pipeline already has an adapter named {name!r}; pass adapter_name")
+
+    # --- everything is checked; from here on the pipeline changes ---
+    pipe.load_lora_weights(str(path), adapter_name=name)
+    pipe.set_adapters([name], adapter_weights=[float(lora_scale)])
+    result = LoadResult(path, name, float(lora_scale), lora_tensors, metadata=meta)
+    if meta is None:
+        result.notices.append(
+            f"{path.name} has no zero-prior metadata: loaded as a plain LoRA (a baseline run); "
+            "no placeholder token was registered"
+        )
+        logger.warning(result.notices[-1])
+        return result
+    for record, existing in plan:
+        if existing is not None:
+            result.reused.append(record.token)
+            result.placeholders.append(existing)
+            continue
+        [registered] = register_placeholders(pipe.tokenizer, [_config(record)], check=False)
+        ensure_embedding_rows(pipe.text_encoder, registered.token_ids)
+        _write_rows(pipe.text_encoder, registered, record.vectors)
+        result.placeholders.append(registered)
+    if any(token.num_vectors > 1 for token in result.placeholders):
+        _install_prompt_expansion(pipe, result.placeholders)
+    return result
+
+
+def _plan_placeholders(
+    pipe: Any, meta: ZeroPriorMetadata, path: Path
+) -> list[tuple[PlaceholderRecord, RegisteredToken | None]]:
+    """Check every placeholder against the pipeline; return (record, already-registered token)."""
+    embedding = pipe.text_encoder.get_input_embeddings()
+    if embedding.embedding_dim != meta.hidden_size:
+        raise FormatError(
+            f"{path}: placeholder vectors have hidden size {meta.hidden_size} but this pipeline's text "
+            f"encoder has {embedding.embedding_dim}; the file was trained for another base model"
+        )
+    vocab = pipe.tokenizer.get_vocab()
+    plan = []
+    for record in meta.placeholders:
+        config = _config(record)
+        if list(config.token_strings) != list(record.token_strings):
+            raise FormatError(f"{path}: placeholder {record.token!r} lists entries {record.token_strings}, "
+                              f"expected {list(config.token_strings)}")
+        present = [entry for entry in record.token_strings if entry in vocab]
+        plan.append((record, _existing(pipe, record, present, path) if present else None))
+    check_placeholders(pipe.tokenizer, [_config(record) for record, existing in plan if existing is None])
+    return plan
+
+
+def _config(record: PlaceholderRecord) -> PlaceholderConfig:
+    return PlaceholderConfig(token=record.token, num_vectors=record.num_vectors, lstrip=record.lstrip)
+
+
+def _existing(pipe: Any, record: PlaceholderRecord, present: list[str], path: Path) -> RegisteredToken:
+    """A token that is already registered may be reused only with the very same vector."""
+    if len(present) != len(record.token_strings):
+        raise PlaceholderError(f"{path}: only some entries of placeholder {record.token!r} are in the tokenizer "
+                               f"({present}); load it into a fresh pipeline")
+    ids = tuple(pipe.tokenizer.convert_tokens_to_ids(list(record.token_strings)))
+    weight = pipe.text_encoder.get_input_embeddings().weight
+    if max(ids) >= weight.shape[0] or not torch.equal(weight[list(ids)].detach().cpu(), record.vectors.to(weight.dtype)):
+        raise PlaceholderError(
+            f"{path}: placeholder token {record.token!r} is already registered in this pipeline with a "
+            "different vector; load it into a fresh pipeline or rename the token"
+        )
+    return RegisteredToken(record.token, tuple(record.token_strings), ids, record.lstrip)
+
+
+@torch.no_grad()
+def _write_rows(text_encoder: Any, registered: RegisteredToken, vectors: torch.Tensor) -> None:
+    weight = text_encoder.get_input_embeddings().weight
+    weight[list(registered.token_ids)] = vectors.to(device=weight.device, dtype=weight.dtype)
+
+
+def _install_prompt_expansion(pipe: Any, placeholders: list[RegisteredToken]) -> None:
+    """Make ``pipe.encode_prompt`` expand multi-vector placeholders into their entries."""
+    known = getattr(pipe, "_zero_prior_placeholders", None)
+    if known is None:
+        known = []
+        original = pipe.encode_prompt
+
+        @functools.wraps(original)
+        def encode_prompt(prompt: Any = None, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(prompt, str):
+                prompt = expand_prompt(prompt, known)
+            elif isinstance(prompt, list):
+                prompt = [expand_prompt(p, known) for p in prompt]
+            return original(prompt, *args, **kwargs)
+
+        pipe.encode_prompt = encode_prompt
+        pipe._zero_prior_placeholders = known
+    known.extend(token for token in placeholders if token not in known)
+
+
+def _adapter_names(pipe: Any) -> set[str]:
+    return {name for names in pipe.get_list_adapters().values() for name in names}
+
+
+def _adapter_name(path: Path) -> str:
+    return re.sub(r"\W", "_", f"zero_prior_{path.stem}")

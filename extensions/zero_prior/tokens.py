@@ -1,0 +1,145 @@
+"""Registering placeholder tokens in Qwen-Image's Qwen2 tokenizer, safely.
+
+Everything is checked on a throw-away copy of the tokenizer first (token
+free, one id per entry inside the full prompt template, template prefix
+unchanged) and only then applied to the real one, so a refused token leaves
+the tokenizer exactly as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from transformers import AddedToken, PreTrainedTokenizerBase
+
+from .config import PlaceholderConfig
+from .errors import PlaceholderError
+from .template import PROMPT_TEMPLATE_START_IDX, TOKEN_CONTEXTS, wrap_prompt
+
+
+@dataclass(frozen=True)
+class RegisteredToken:
+    """A placeholder as it lives in one tokenizer: its entries and their ids."""
+
+    token: str
+    token_strings: tuple[str, ...]
+    token_ids: tuple[int, ...]
+    lstrip: bool
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.token_ids)
+
+
+def register_placeholders(
+    tokenizer: PreTrainedTokenizerBase, configs: Sequence[PlaceholderConfig], check: bool = True
+) -> list[RegisteredToken]:
+    """Add every placeholder's entries to ``tokenizer``, all or none.
+
+    With ``check`` (the default) everything ``check_placeholders`` refuses is
+    refused first, so a refused token leaves the tokenizer unchanged. Pass
+    ``check=False`` only right after a successful ``check_placeholders`` on the
+    same tokenizer.
+
+    >>> [zwx] = register_placeholders(tokenizer, [PlaceholderConfig()])  # doctest: +SKIP
+    >>> zwx.token_ids  # doctest: +SKIP
+    (151665,)
+    """
+    if check:
+        check_placeholders(tokenizer, configs)
+    return [_add_entries(tokenizer, config) for config in configs]
+
+
+def check_placeholders(tokenizer: PreTrainedTokenizerBase, configs: Sequence[PlaceholderConfig]) -> None:
+    """Refuse (``PlaceholderError``, naming the token and why) what cannot be registered.
+
+    A token is refused if it is empty, already in the vocabulary, repeated, or
+    does not encode to exactly its own ids inside Qwen-Image's prompt template
+    in every context of ``template.TOKEN_CONTEXTS`` (start of prompt,
+    punctuation, brackets, quotes, possessive). The checks run on a copy:
+    ``tokenizer`` is never changed.
+    """
+    tokens = [config.token for config in configs]
+    if len(set(tokens)) != len(tokens):
+        raise PlaceholderError(f"placeholder tokens must be distinct, got {tokens}")
+    probe = copy.deepcopy(tokenizer)
+    for config in configs:
+        _check_vocabulary(probe, config)
+        _check_in_template(probe, _add_entries(probe, config))
+
+
+def expand_prompt(prompt: str, placeholders: Iterable[RegisteredToken]) -> str:
+    """Replace each multi-vector placeholder by its consecutive entries.
+
+    >>> token = RegisteredToken("<zwx>", ("<zwx>", "<zwx_1>"), (151665, 151666), False)
+    >>> expand_prompt("a photo of <zwx>", [token])
+    'a photo of <zwx><zwx_1>'
+    """
+    for placeholder in placeholders:
+        if placeholder.num_vectors > 1:
+            expansion = "".join(placeholder.token_strings)
+            # An already expanded run matches first and is kept as it is.
+            pattern = re.compile(f"{re.escape(expansion)}|{re.escape(placeholder.token)}")
+            prompt = pattern.sub(expansion, prompt)
+    return prompt
+
+
+def _check_vocabulary(tokenizer: PreTrainedTokenizerBase, config: PlaceholderConfig) -> None:
+    vocab = tokenizer.get_vocab()
+    for entry in config.token_strings:
+        if entry in vocab:
+            raise PlaceholderError(
+                f"placeholder token {entry!r} already exists in the tokenizer vocabulary "
+                f"(id {vocab[entry]}); choose a string that is not in it, such as '<zwx>'"
+            )
+        pieces = tokenizer.tokenize(entry)
+        if len(pieces) == 1:
+            raise PlaceholderError(
+                f"placeholder token {entry!r} already exists in the tokenizer vocabulary as "
+                f"{pieces[0]!r}; choose a string that is not in it, such as '<zwx>'"
+            )
+
+
+def _add_entries(tokenizer: PreTrainedTokenizerBase, config: PlaceholderConfig) -> RegisteredToken:
+    first_id = len(tokenizer)
+    entries = [
+        AddedToken(entry, normalized=False, special=False, lstrip=config.lstrip, rstrip=False, single_word=False)
+        for entry in config.token_strings
+    ]
+    added = tokenizer.add_tokens(entries)
+    ids = tuple(tokenizer.convert_tokens_to_ids(list(config.token_strings)))
+    if added != len(entries) or ids != tuple(range(first_id, first_id + len(entries))):
+        raise PlaceholderError(
+            f"placeholder token {config.token!r} did not get {len(entries)} new consecutive ids "
+            f"(got {list(ids)} after {first_id}); the tokenizer may already hold some of its entries"
+        )
+    return RegisteredToken(config.token, config.token_strings, ids, config.lstrip)
+
+
+def _check_in_template(tokenizer: PreTrainedTokenizerBase, registered: RegisteredToken) -> None:
+    """Each context must keep the template prefix and contain exactly the token's ids."""
+    prefix = tokenizer(wrap_prompt(""))["input_ids"][:PROMPT_TEMPLATE_START_IDX]
+    new_ids = set(registered.token_ids)
+    for context in TOKEN_CONTEXTS:
+        prompt = expand_prompt(context.format(t=registered.token), [registered])
+        ids: Sequence[int] = tokenizer(wrap_prompt(prompt))["input_ids"]
+        found = [i for i in ids if i in new_ids]
+        expected = list(registered.token_ids) * context.count("{t}")
+        shown = context.format(t=registered.token)
+        if ids[:PROMPT_TEMPLATE_START_IDX] != prefix:
+            raise PlaceholderError(
+                f"placeholder token {registered.token!r} changes the Qwen-Image template's "
+                f"{PROMPT_TEMPLATE_START_IDX}-token prefix in the prompt {shown!r}, so the pipeline would "
+                "drop it" + (" (lstrip: true absorbs the template's newline; use lstrip: false)"
+                             if registered.lstrip else "; choose another string, such as '<zwx>'")
+            )
+        if found != expected:
+            pieces = tokenizer.convert_ids_to_tokens(list(ids[PROMPT_TEMPLATE_START_IDX:]))
+            raise PlaceholderError(
+                f"placeholder token {registered.token!r} does not stay one token inside the Qwen-Image "
+                f"prompt template: {shown!r} encodes as {pieces}; choose a string that cannot merge "
+                "with its neighbours, such as '<zwx>'"
+            )

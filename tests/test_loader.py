@@ -1,0 +1,161 @@
+"""load_zero_prior: the training-time embedding comes back exactly, the LoRA at its strength."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import tinytrain
+from zero_prior.config import PlaceholderConfig
+from zero_prior.errors import FormatError, PlaceholderError
+from zero_prior.format import METADATA_KEY, save_lora_file
+from zero_prior.loader import load_zero_prior
+
+CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg2>", num_vectors=2)]
+PROMPT = "a photo of <zwx> in front of <bg2>"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_pipeline_dir, tmp_path_factory):
+    """Train 3 steps, save, and keep the training-time embeddings and transformer output."""
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    placeholders, _ = tinytrain.train(pipe, CONFIGS, steps=3, prompt="<zwx> and <bg2>",)
+    path = tinytrain.save(pipe, placeholders, CONFIGS, tmp_path_factory.mktemp("lora") / "subject.safetensors")
+    from zero_prior.tokens import expand_prompt
+
+    with torch.no_grad():
+        embeds, _ = pipe.encode_prompt(expand_prompt(PROMPT, [p.registered for p in placeholders]), device="cpu")
+        output = _transformer_output(pipe, embeds)
+    return path, embeds, output
+
+
+def _transformer_output(pipe, embeds):
+    hidden = torch.linspace(-1, 1, 16 * pipe.transformer.config.in_channels).reshape(1, 16, -1)
+    return pipe.transformer(hidden_states=hidden, timestep=torch.tensor([0.5]), encoder_hidden_states=embeds,
+                            img_shapes=[[(1, 4, 4)]], return_dict=False)[0]
+
+
+def test_round_trip_embeddings_and_lora_strength(trained, tiny_pipeline_dir):
+    path, train_embeds, train_output = trained
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    result = load_zero_prior(pipe, path)
+    assert [p.token for p in result.placeholders] == ["<zwx>", "<bg2>"]
+    assert [p.token_ids for p in result.placeholders] == [(151665,), (151666, 151667)]
+    assert pipe.text_encoder.get_input_embeddings().num_embeddings == 152064  # never shrunk
+    with torch.no_grad():
+        embeds, _ = pipe.encode_prompt(PROMPT, device="cpu")  # multi-vector expansion installed
+        output = _transformer_output(pipe, embeds)
+    assert (embeds - train_embeds).abs().max().item() <= 1e-6
+    assert (output - train_output).abs().max().item() <= 1e-5
+    assert "placeholder '<zwx>': ids [151665] (registered)" in result.summary()
+
+
+def test_lora_scale_zero_is_the_base_transformer(trained, tiny_pipeline_dir):
+    path, train_embeds, train_output = trained
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    with torch.no_grad():
+        base = _transformer_output(pipe, train_embeds)
+    load_zero_prior(pipe, path, lora_scale=0.0)
+    with torch.no_grad():
+        assert torch.allclose(_transformer_output(pipe, train_embeds), base, atol=1e-6)
+    assert not torch.allclose(base, train_output, atol=1e-4)
+
+
+def test_stock_diffusers_loader_accepts_the_file(trained, tiny_pipeline_dir):
+    path, _, _ = trained
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    pipe.load_lora_weights(str(path))
+    assert pipe.get_list_adapters()["transformer"]
+
+
+def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(trained, tiny_pipeline_dir, tmp_path):
+    path, _, _ = trained
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    load_zero_prior(pipe, path, adapter_name="first")
+    again = load_zero_prior(pipe, path, adapter_name="second")
+    assert again.reused == ["<zwx>", "<bg2>"] and len(pipe.tokenizer) == 151668
+    other = _rewrite(path, tmp_path / "other.safetensors", lambda d: _scale_vectors(d, 2.0))
+    with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different vector"):
+        load_zero_prior(pipe, other, adapter_name="third")
+
+
+def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):
+    path, _, _ = trained
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    plain = save_lora_file(tmp_path / "baseline.safetensors", tensors)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    result = load_zero_prior(pipe, plain)
+    assert result.placeholders == [] and len(pipe.tokenizer) == 151665
+    assert "no zero-prior metadata: loaded as a plain LoRA" in result.notices[0]
+
+
+def test_hidden_size_mismatch_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
+    path, _, _ = trained
+
+    def widen(data):
+        data["hidden_size"] = 32
+        for item in data["placeholders"]:
+            vectors = torch.zeros(item["num_vectors"], 32)
+            _set_vectors(item, vectors)
+
+    bad = _rewrite(path, tmp_path / "wide.safetensors", widen)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    with pytest.raises(FormatError, match="placeholder vectors have hidden size 32 but this pipeline's text encoder has 64"):
+        load_zero_prior(pipe, bad)
+    assert len(pipe.tokenizer) == 151665 and not pipe.get_list_adapters()
+
+
+def test_corrupt_vector_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
+    path, _, _ = trained
+
+    def corrupt(data):
+        item = data["placeholders"][0]["vectors"]
+        item["base64"] = ("A" if item["base64"][0] != "A" else "B") + item["base64"][1:]
+
+    bad = _rewrite(path, tmp_path / "corrupt.safetensors", corrupt)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    with pytest.raises(FormatError, match="checksum mismatch"):
+        load_zero_prior(pipe, bad)
+    assert len(pipe.tokenizer) == 151665 and not pipe.get_list_adapters()
+
+
+def test_future_format_version(trained, tiny_pipeline_dir, tmp_path):
+    path, _, _ = trained
+    bad = _rewrite(path, tmp_path / "future.safetensors", lambda d: d.update(format_version=2))
+    with pytest.raises(FormatError, match="format version 2 is not supported by this release"):
+        load_zero_prior(tinytrain.load_pipe(tiny_pipeline_dir), bad)
+
+
+def _rewrite(source, target, change):
+    """Copy a LoRA file with its zero-prior JSON edited by ``change``."""
+    with safe_open(str(source), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        header = dict(handle.metadata())
+    data = json.loads(header[METADATA_KEY])
+    change(data)
+    header[METADATA_KEY] = json.dumps(data)
+    save_file(tensors, str(target), metadata=header)
+    return target
+
+
+def _set_vectors(item, vectors):
+    import base64
+    import hashlib
+
+    raw = vectors.float().numpy().astype("<f4").tobytes()
+    item["vectors"].update(shape=list(vectors.shape), base64=base64.b64encode(raw).decode(),
+                           sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _scale_vectors(data, factor):
+    import base64
+
+    import numpy as np
+
+    for item in data["placeholders"]:
+        raw = base64.b64decode(item["vectors"]["base64"])
+        vectors = torch.from_numpy(np.frombuffer(raw, dtype="<f4").copy()).reshape(item["vectors"]["shape"])
+        _set_vectors(item, vectors * factor)

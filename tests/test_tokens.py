@@ -1,0 +1,80 @@
+"""Registering placeholders in the real Qwen2.5-VL tokenizer (built from the real BPE ranks)."""
+
+import pytest
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from zero_prior.config import PlaceholderConfig
+from zero_prior.errors import PlaceholderError
+from zero_prior.placeholder import ensure_embedding_rows
+from zero_prior.template import PROMPT_TEMPLATE_START_IDX, TOKEN_CONTEXTS, wrap_prompt
+from zero_prior.tokens import check_placeholders, expand_prompt, register_placeholders
+
+
+def test_default_token_gets_the_first_spare_id(qwen_tokenizer):
+    [zwx] = register_placeholders(qwen_tokenizer, [PlaceholderConfig()])
+    assert zwx.token_ids == (151665,) and len(qwen_tokenizer) == 151666
+    ids = qwen_tokenizer(wrap_prompt("a photo of <zwx>'s dog"))["input_ids"]
+    assert ids.count(151665) == 1
+
+
+@pytest.mark.parametrize("context", TOKEN_CONTEXTS)
+def test_token_is_one_id_in_every_context(qwen_tokenizer, context):
+    [zwx] = register_placeholders(qwen_tokenizer, [PlaceholderConfig()])
+    prompt = context.format(t="<zwx>")
+    ids = qwen_tokenizer(wrap_prompt(prompt))["input_ids"]
+    assert ids.count(151665) == context.count("{t}")
+    assert qwen_tokenizer.decode(ids[PROMPT_TEMPLATE_START_IDX:]).startswith(prompt)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (PlaceholderConfig(token="person"), "placeholder token 'person' already exists in the tokenizer vocabulary (id 8987)"),
+        (PlaceholderConfig(token="<|im_end|>"), "placeholder token '<|im_end|>' already exists in the tokenizer vocabulary (id 151645)"),
+        (PlaceholderConfig(lstrip=True), "placeholder token '<zwx>' changes the Qwen-Image template's 34-token prefix in the prompt '<zwx>'"),
+    ],
+)
+def test_refused_tokens_leave_the_tokenizer_unchanged(qwen_tokenizer, config, message):
+    before = qwen_tokenizer.get_vocab()
+    with pytest.raises(PlaceholderError) as error:
+        register_placeholders(qwen_tokenizer, [config])
+    assert str(error.value).startswith(message)
+    assert qwen_tokenizer.get_vocab() == before and len(qwen_tokenizer) == 151665
+
+
+def test_lstrip_refusal_says_what_to_change(qwen_tokenizer):
+    with pytest.raises(PlaceholderError, match="use lstrip: false"):
+        check_placeholders(qwen_tokenizer, [PlaceholderConfig(lstrip=True)])
+
+
+def test_a_second_refused_placeholder_adds_neither(qwen_tokenizer):
+    with pytest.raises(PlaceholderError, match="'person'"):
+        register_placeholders(qwen_tokenizer, [PlaceholderConfig(), PlaceholderConfig(token="person")])
+    assert "<zwx>" not in qwen_tokenizer.get_vocab()
+
+
+def test_duplicate_placeholders_are_refused(qwen_tokenizer):
+    with pytest.raises(PlaceholderError, match="must be distinct"):
+        check_placeholders(qwen_tokenizer, [PlaceholderConfig(), PlaceholderConfig()])
+
+
+def test_multi_vector_and_several_placeholders(qwen_tokenizer):
+    zwx, dog = register_placeholders(
+        qwen_tokenizer, [PlaceholderConfig(num_vectors=3), PlaceholderConfig(token="<dog7>", num_vectors=2)]
+    )
+    assert zwx.token_ids == (151665, 151666, 151667) and dog.token_ids == (151668, 151669)
+    prompt = expand_prompt("<zwx> and <dog7> play", [zwx, dog])
+    assert prompt == "<zwx><zwx_1><zwx_2> and <dog7><dog7_1> play"
+    assert expand_prompt(prompt, [zwx, dog]) == prompt  # expanding twice changes nothing
+    ids = qwen_tokenizer(wrap_prompt(prompt))["input_ids"]
+    assert [i for i in ids if i >= 151665] == [151665, 151666, 151667, 151668, 151669]
+
+
+def test_rows_are_never_shrunk_and_grow_only_past_the_end(tiny_pipeline_dir):
+    encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_pipeline_dir, subfolder="text_encoder")
+    head = encoder.get_output_embeddings().weight.detach().clone()
+    assert ensure_embedding_rows(encoder, (151665,)) == 152064
+    assert encoder.get_input_embeddings().num_embeddings == 152064
+    assert ensure_embedding_rows(encoder, (152064,)) == 152128  # next multiple of 64
+    assert torch.equal(encoder.get_output_embeddings().weight[:152064], head)

@@ -1,0 +1,87 @@
+"""Test-only training on the tiny pipeline: a LoRA on the transformer plus placeholders.
+
+A few flow-matching steps through diffusers' real ``encode_prompt`` and
+``QwenImageTransformer2DModel``, shared by the isolation, loader and CLI
+tests so each of them trains the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import QwenImagePipeline
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+
+from zero_prior.config import PlaceholderConfig
+from zero_prior.format import save_lora_file
+from zero_prior.placeholder import PlaceholderEmbedding
+from zero_prior.prepare import add_placeholders, to_metadata
+
+LORA_RANK = 4
+PROMPT = "a photo of <zwx>, smiling"
+
+
+def load_pipe(model_dir: Path, dtype: torch.dtype = torch.float32) -> QwenImagePipeline:
+    return QwenImagePipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
+
+
+def add_lora(pipe: QwenImagePipeline) -> list[torch.nn.Parameter]:
+    """peft LoRA with alpha == rank (what ai-toolkit saves: scale 1, no alpha keys)."""
+    pipe.transformer.requires_grad_(False)
+    config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, init_lora_weights="gaussian",
+                        target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    pipe.transformer.add_adapter(config)
+    return [p for p in pipe.transformer.parameters() if p.requires_grad]
+
+
+def flow_loss(pipe: QwenImagePipeline, prompt: str, generator: torch.Generator) -> torch.Tensor:
+    """One flow-matching loss on random 32x32 latents, differentiable through encode_prompt."""
+    embeds, mask = pipe.encode_prompt(prompt, device=pipe.device)
+    channels = pipe.transformer.config.in_channels
+    latents = torch.randn(1, 16, channels, generator=generator)  # 4x4 packed patches
+    noise = torch.randn(latents.shape, generator=generator)
+    t = torch.rand(1, generator=generator)
+    noisy = (1 - t) * latents + t * noise
+    pred = pipe.transformer(
+        hidden_states=noisy.to(pipe.transformer.dtype),
+        timestep=t,
+        encoder_hidden_states=embeds,
+        encoder_hidden_states_mask=mask,
+        img_shapes=[[(1, 4, 4)]],
+        return_dict=False,
+    )[0]
+    return torch.nn.functional.mse_loss(pred.float(), (noise - latents).float())
+
+
+def train(
+    pipe: QwenImagePipeline,
+    configs: list[PlaceholderConfig],
+    steps: int,
+    lr: float = 1e-3,
+    prompt: str = PROMPT,
+) -> tuple[list[PlaceholderEmbedding], torch.optim.Optimizer]:
+    """AdamW with weight decay 0.01 on the LoRA group and 0 on the placeholder group (last)."""
+    lora = add_lora(pipe)
+    placeholders = add_placeholders(pipe.text_encoder, pipe.tokenizer, configs)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": lora, "weight_decay": 0.01},
+            {"params": [p.vectors for p in placeholders], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        flow_loss(pipe, prompt, generator).backward()
+        optimizer.step()
+    return placeholders, optimizer
+
+
+def save(pipe: QwenImagePipeline, placeholders, configs, path: Path, vocab_rows: int = 151665) -> Path:
+    """Write the LoRA (ai-toolkit's ``diffusion_model.`` keys) with the placeholder record."""
+    state = {f"diffusion_model.{k}": v for k, v in get_peft_model_state_dict(pipe.transformer).items()}
+    meta = to_metadata(placeholders, configs, tokenizer_length=vocab_rows, base_model="tiny", training_step=3)
+    return save_lora_file(path, state, {"name": "test"}, meta)
