@@ -175,8 +175,8 @@ def cached_tiny_pipeline(seed: int = 0) -> Path:
 
     Example::
 
-        >>> cached_tiny_pipeline().name
-        'tiny_qwen_image-v1-seed0'
+        >>> cached_tiny_pipeline().name  # doctest: +ELLIPSIS
+        'tiny_qwen_image-v1-seed0-...'
     """
     tokenizer_files = json.dumps(folder_digests(qwen_tokenizer_dir()), sort_keys=True)
     inputs = {
@@ -185,5 +185,8 @@ def cached_tiny_pipeline(seed: int = 0) -> Path:
         "tokenizer": hashlib.sha256(tokenizer_files.encode()).hexdigest(),
         **{name: version(name) for name in ("torch", "diffusers", "transformers")},
     }
-    target = cache_root() / f"tiny_qwen_image-v{BUILD_VERSION}-seed{seed}"
+    # The inputs' digest in the name keeps environments with other library versions
+    # from rebuilding (and deleting) each other's folder.
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    target = cache_root() / f"tiny_qwen_image-v{BUILD_VERSION}-seed{seed}-{key}"
     return cached_build(target, inputs, lambda folder: build_tiny_pipeline(folder, seed=seed))
