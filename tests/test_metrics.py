@@ -1,0 +1,193 @@
+"""Metrics on synthetic images and tiny random CLIP / DINOv2 models loaded by path, like real ones."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zero_prior.metrics import MetricInputError, MetricUnavailableError
+from zero_prior.metrics.diversity import LpipsScorer, backbone_checkpoint
+from zero_prior.metrics.image_stats import brightness, image_stats, luminance, rms_contrast, sharpness
+from zero_prior.metrics.similarity import ClipScorer, DinoScorer
+
+
+def noise_image(seed, size=(64, 64)):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    """A random CLIP with a byte-level tokenizer, saved like a hub folder."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[symbol] = len(vocab)
+        vocab[symbol + "</w>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(small, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_clip")
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dino_dir(tmp_path_factory):
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_dino")
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    Dinov2Model(config).save_pretrained(folder)
+    BitImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(folder)
+    return folder
+
+
+def test_image_stats_on_known_arrays():
+    checkerboard = (np.indices((8, 10)).sum(axis=0) % 2).astype(np.float64)
+    # Laplacian of a 0/1 checkerboard is 4 - 8 * v = +-4 everywhere inside: variance 16.
+    assert image_stats(checkerboard) == {"brightness": 0.5, "rms_contrast": 0.5, "sharpness": 16.0}
+    flat = np.full((5, 5, 3), 0.3)
+    assert brightness(flat) == pytest.approx(0.3, abs=1e-15) and rms_contrast(flat) == 0.0 and sharpness(flat) == 0.0
+    # A linear ramp has zero second derivative: sharp edges only, no Laplacian energy.
+    assert sharpness(np.tile(np.linspace(0, 1, 9), (9, 1))) == pytest.approx(0.0, abs=1e-24)
+
+
+def test_luma_weights_and_input_types_agree(tmp_path):
+    red = np.zeros((4, 4, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    assert brightness(red) == pytest.approx(0.299)
+    rgba = np.concatenate([red, np.zeros((4, 4, 1), dtype=np.uint8)], axis=2)
+    assert brightness(rgba) == pytest.approx(0.299)
+    image = noise_image(3, (16, 12))
+    image.save(tmp_path / "noise.png")
+    from_array = luminance(np.asarray(image))
+    assert np.array_equal(luminance(image), from_array) and np.array_equal(luminance(tmp_path / "noise.png"), from_array)
+    assert from_array.shape == (12, 16)
+
+
+def test_sharpness_is_opencv_laplacian_variance_on_interior_pixels():
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is only the cross-check, not a dependency")
+    gray = np.random.default_rng(0).integers(0, 256, size=(20, 30)).astype(np.uint8)
+    laplacian = cv2.Laplacian(gray.astype(np.float64), cv2.CV_64F)[1:-1, 1:-1]
+    assert sharpness(gray) == pytest.approx(laplacian.var() / 255**2, rel=1e-12)
+
+
+def test_image_stats_refuse_unusable_input():
+    with pytest.raises(MetricInputError, match=r"float image values span \[0.0, 2.0\]; scale them to \[0, 1\]"):
+        brightness(np.array([[0.0, 2.0]]))
+    with pytest.raises(MetricInputError, match="image dtype int64 is not supported"):
+        brightness(np.zeros((3, 3), dtype=np.int64))
+    with pytest.raises(MetricInputError, match=r"image of 2x5 pixels is too small for a Laplacian \(min 3x3\)"):
+        sharpness(np.zeros((5, 2)))
+
+
+def test_clip_image_against_itself_is_one_and_clip_t_is_the_model_cosine(tiny_clip_dir):
+    clip = ClipScorer.load(tiny_clip_dir, device="cpu")
+    a, b = noise_image(0), noise_image(1)
+    assert clip.clip_i([a], [a]) == [pytest.approx(1.0, abs=1e-5)]
+    assert clip.clip_i([a], [b])[0] < 0.9999
+    [self_and_other] = clip.clip_i([a], [a, b])
+    assert self_and_other == pytest.approx((1.0 + clip.clip_i([a], [b])[0]) / 2, abs=1e-5)
+
+    prompts = ["a photo of <zwx> on a beach", "a pencil sketch of a person"]
+    scores = clip.clip_t([a, b], prompts)
+    # Independent check: CLIPModel.forward's logits are the cosine times exp(logit_scale).
+    from transformers import CLIPModel, CLIPProcessor
+
+    model, processor = CLIPModel.from_pretrained(tiny_clip_dir), CLIPProcessor.from_pretrained(tiny_clip_dir)
+    with torch.no_grad():
+        out = model(**processor(text=prompts, images=[a, b], return_tensors="pt", padding=True))
+    expected = (out.logits_per_image.diagonal() / model.logit_scale.exp()).tolist()
+    assert scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_dino_image_against_itself_is_one(tiny_dino_dir):
+    dino = DinoScorer.load(tiny_dino_dir, device="cpu", batch_size=1)
+    a, b = noise_image(0), noise_image(1)
+    same, other = dino.similarity([a, b], [a])
+    assert same == pytest.approx(1.0, abs=1e-5) and other < 0.9999
+    assert dino.embeddings([a, b]).shape == (2, 32)
+
+
+def test_unloadable_model_is_reported_unavailable(tmp_path):
+    with pytest.raises(MetricUnavailableError, match=rf"CLIP model '{tmp_path}' could not be loaded .*config.json"):
+        ClipScorer.load(tmp_path)
+    with pytest.raises(MetricUnavailableError, match=rf"DINO model '{tmp_path}' could not be loaded"):
+        DinoScorer.load(tmp_path)
+
+
+def test_lpips_identical_images_or_reported_missing():
+    """The real published LPIPS: 0 for identical images, or missing with the reason (no backbone here)."""
+    try:
+        scorer = LpipsScorer.load("alex", device="cpu")
+    except MetricUnavailableError as error:
+        checkpoint = backbone_checkpoint("alex")
+        assert not checkpoint.is_file()
+        assert str(checkpoint) in str(error) and "torchvision.models.alexnet(weights='IMAGENET1K_V1')" in str(error)
+    else:
+        image = noise_image(0)
+        assert scorer.diversity([image, image]) == 0.0
+
+
+def test_lpips_missing_backbone_names_file_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoint = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert backbone_checkpoint("alex") == checkpoint
+    with pytest.raises(MetricUnavailableError) as caught:
+        LpipsScorer.load("alex", device="cpu")
+    assert str(caught.value) == (
+        f"LPIPS needs torchvision's ImageNet 'alex' backbone weights, not found at {checkpoint} "
+        "(the lpips package ships only its linear layers); run `python -c \"import torchvision; "
+        f"torchvision.models.alexnet(weights='IMAGENET1K_V1')\"` once with internet, or copy "
+        f"alexnet-owt-7be5be79.pth into {checkpoint.parent}"
+    )
+
+
+def test_lpips_load_reads_a_cached_backbone_without_network(tmp_path, monkeypatch):
+    """``load`` takes the backbone from torch's hub cache; a random stand-in file proves which file it read."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    stand_in = torchvision.models.alexnet().state_dict()
+    backbone_checkpoint("alex").parent.mkdir(parents=True)
+    torch.save(stand_in, backbone_checkpoint("alex"))
+    scorer = LpipsScorer.load("alex", device="cpu")
+    assert torch.equal(scorer.module.net.slice1[0].weight, stand_in["features.0.weight"])
+    image = noise_image(0)
+    assert scorer.diversity([image, image]) == 0.0 and scorer.diversity([image, noise_image(1)]) > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated since 0.13:UserWarning")  # lpips passes torchvision's old pretrained=
+def test_pairwise_lpips_bookkeeping_with_the_lpips_module():
+    """The pairing and averaging around the lpips module, on a random-trunk LPIPS built for this test only."""
+    import lpips
+
+    torch.manual_seed(0)
+    scorer = LpipsScorer(lpips.LPIPS(net="alex", pnet_rand=True, verbose=False), "alex", "cpu", batch_size=2)
+    a, b, c = noise_image(0), noise_image(1), noise_image(2)
+    assert scorer.diversity([a, a, a]) == 0.0
+    distances = scorer.pairwise_distances([a, b, c])
+    with torch.no_grad():
+        to_tensor = lambda im: torch.from_numpy(np.asarray(im).astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        ab = float(scorer.module(to_tensor(a), to_tensor(b)))
+    assert len(distances) == 3 and distances[0] == pytest.approx(ab, rel=1e-5) and min(distances) > 0
+    assert scorer.diversity([a, b, c]) == pytest.approx(sum(distances) / 3)
+    with pytest.raises(MetricInputError, match="at least 2 images of one prompt, got 1"):
+        scorer.diversity([a])
+    with pytest.raises(MetricInputError, match=r"images of one size, got sizes \[\(32, 32\), \(64, 64\)\]"):
+        scorer.diversity([a, noise_image(4, (32, 32))])
