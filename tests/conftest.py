@@ -7,10 +7,14 @@ building them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-from zero_prior.testbed import cached_tiny_pipeline, load_qwen_tokenizer
+# Tests never reach a model hub; set before diffusers/huggingface_hub are imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+from zero_prior.testbed import cached_tiny_pipeline, load_qwen_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

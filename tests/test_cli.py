@@ -51,3 +51,11 @@ def test_generate_writes_an_image(lora_file, tiny_pipeline_dir, tmp_path, capsys
     assert main(argv) == 0
     assert Image.open(out).size == (96, 64)
     assert "placeholder '<zwx>': ids [151665] (registered)" in capsys.readouterr().out
+
+
+def test_demo_without_ai_toolkit_says_how_to_get_it(tmp_path, capsys):
+    assert main(["demo", "--ai-toolkit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err
+    assert "is not an ai-toolkit checkout" in err
+    assert "git clone https://github.com/ostris/ai-toolkit ~/ai-toolkit" in err and "checkout 27a03a91" in err
+    assert not (tmp_path / "demo").exists()  # nothing written

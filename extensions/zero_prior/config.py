@@ -38,6 +38,10 @@ class PlaceholderConfig:
     lr: float | None = field(default=None, metadata={"help": "learning rate; default train.embedding_lr or train.lr"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the placeholder group"})
     lstrip: bool = field(default=False, metadata={"help": "the token absorbs the whitespace before it"})
+    verify_text_encoder: bool = field(
+        default=False,
+        metadata={"help": "record the text encoder's sha256 at start and at every save (slow on the 7B encoder)"},
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,6 +79,7 @@ class PlaceholderConfig:
         if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1):
             raise ConfigError(f"{path}.weight_decay must be in [0, 1], got {self.weight_decay}")
         _check_type(path, "lstrip", self.lstrip, bool)
+        _check_type(path, "verify_text_encoder", self.verify_text_encoder, bool)
 
     @property
     def token_strings(self) -> tuple[str, ...]:

@@ -84,7 +84,7 @@ def encode_metadata(meta: ZeroPriorMetadata) -> str:
                 f"placeholder {record.token!r} vectors have shape {list(vectors.shape)}, "
                 f"expected [num_vectors, {meta.hidden_size}]"
             )
-        raw = vectors.numpy().astype("<f4").tobytes()
+        raw = _vector_bytes(vectors)
         placeholders.append(
             {
                 "token": record.token,
@@ -121,6 +121,15 @@ def encode_metadata(meta: ZeroPriorMetadata) -> str:
         },
         sort_keys=True,
     )
+
+
+def vector_sha256(vectors: torch.Tensor) -> str:
+    """sha256 of the vectors as stored: fp32, little-endian, row-major (the file's checksum)."""
+    return hashlib.sha256(_vector_bytes(vectors)).hexdigest()
+
+
+def _vector_bytes(vectors: torch.Tensor) -> bytes:
+    return vectors.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
 
 
 def decode_metadata(text: str, source: str = "metadata") -> ZeroPriorMetadata:

@@ -71,12 +71,14 @@ def load_zero_prior(
     plan = _plan_placeholders(pipe, meta, path) if meta is not None else []
     # Read (and convert) the LoRA once up front so a bad file fails before any change;
     # the path, not this dict, is loaded below so diffusers also sees the file's own metadata.
-    lora_tensors = len(pipe.lora_state_dict(str(path)))
+    # Folder + weight_name: diffusers refuses a bare file path under HF_HUB_OFFLINE=1.
+    source = {"pretrained_model_name_or_path_or_dict": str(path.parent), "weight_name": path.name}
+    lora_tensors = len(pipe.lora_state_dict(**source))
     if name in _adapter_names(pipe):
         raise PlaceholderError(f"{path}: this pipeline already has an adapter named {name!r}; pass adapter_name")
 
     # --- everything is checked; from here on the pipeline changes ---
-    pipe.load_lora_weights(str(path), adapter_name=name)
+    pipe.load_lora_weights(**source, adapter_name=name)
     pipe.set_adapters([name], adapter_weights=[float(lora_scale)])
     result = LoadResult(path, name, float(lora_scale), lora_tensors, metadata=meta)
     if meta is None:

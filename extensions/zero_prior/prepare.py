@@ -9,7 +9,7 @@ shrinking it), draws the starting vectors and attaches the trainable splice.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -57,8 +57,12 @@ def to_metadata(
     tokenizer_length: int,
     base_model: str | None = None,
     training_step: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ZeroPriorMetadata:
-    """Describe trained placeholders in the file format (vectors copied to CPU fp32)."""
+    """Describe trained placeholders in the file format (vectors copied to CPU fp32).
+
+    ``extra`` is stored as is (JSON) under the record's ``extra`` key.
+    """
     records = [
         PlaceholderRecord(
             token=config.token,
@@ -81,4 +85,5 @@ def to_metadata(
         base_model=base_model,
         training_step=training_step,
         library_version=__version__,
+        extra=dict(extra or {}),
     )

@@ -7,6 +7,7 @@ existing words it drifts towards.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -52,10 +53,28 @@ def nearest_tokens(
     vectors: torch.Tensor, rows: torch.Tensor, tokenizer: PreTrainedTokenizerBase, top_k: int = 5
 ) -> list[list[tuple[str, float]]]:
     """The ``top_k`` vocabulary entries closest by cosine to each vector, decoded."""
-    normed_rows = torch.nn.functional.normalize(rows.float(), dim=1)
-    normed = torch.nn.functional.normalize(vectors.to(rows.device).float(), dim=1)
-    scores, ids = (normed @ normed_rows.T).topk(min(top_k, rows.shape[0]), dim=1)
+    # In the weight's own dtype: a normalised fp32 copy of Qwen-Image's 152064x3584
+    # matrix would cost 2.2 GB at every log step; only [n, rows] scores are made here.
+    normed = torch.nn.functional.normalize(vectors.to(rows.device, rows.dtype), dim=1)
+    row_norms = rows.norm(dim=1).float().clamp_min(1e-12)
+    scores = (normed @ rows.T).float() / row_norms
+    scores, ids = scores.topk(min(top_k, rows.shape[0]), dim=1)
     return [
         [(tokenizer.decode([int(i)]), round(float(s), 4)) for i, s in zip(row_ids, row_scores)]
         for row_ids, row_scores in zip(ids, scores)
     ]
+
+
+@torch.no_grad()
+def module_sha256(module: torch.nn.Module) -> str:
+    """sha256 over every tensor of ``module.state_dict()`` (names and raw bytes, any dtype).
+
+    An exact check that a frozen module did not change: the trainer records it
+    before training and at every save when ``placeholder.verify_text_encoder``
+    is on. It reads every byte, so it costs seconds on a 7B encoder.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

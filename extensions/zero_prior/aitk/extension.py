@@ -1,0 +1,25 @@
+"""The ai-toolkit plugin entry: registers the ``zero_prior_trainer`` process type.
+
+ai-toolkit calls ``get_process()`` of every extension at job start, so the
+trainer (and the heavy imports behind it) is imported inside the method only.
+"""
+
+from __future__ import annotations
+
+from toolkit.extension import Extension
+
+
+class ZeroPriorExtension(Extension):
+    """``type: zero_prior_trainer`` in a process config selects ``ZeroPriorTrainer``."""
+
+    uid = "zero_prior_trainer"
+    name = "Zero-prior placeholder trainer"
+
+    @classmethod
+    def get_process(cls) -> type:
+        from .trainer import ZeroPriorTrainer
+
+        return ZeroPriorTrainer
+
+
+AI_TOOLKIT_EXTENSIONS = [ZeroPriorExtension]

@@ -1,0 +1,143 @@
+"""Read and check the zero-prior part of an ai-toolkit process config before any model loads.
+
+ai-toolkit's own config classes drop keys they do not know, and several of its
+options silently cut the gradient that a placeholder token needs (NOTES.md
+lists where). So ``ZeroPriorTrainer`` calls ``read_settings`` first thing in
+its constructor: a wrong key, type or value, or an option that would make the
+placeholder train on nothing, stops the job before ai-toolkit creates its
+output folder, with an error that names the key and the fix. Nothing here
+imports ai-toolkit, so the rules are testable without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..config import PlaceholderConfig
+from ..errors import ConfigError
+
+QWEN_IMAGE_ARCH = "qwen_image"
+ZERO_PRIOR_ARCH = "qwen_image_zero_prior"
+TOGGLE = "train_placeholder_token"
+
+# train.<flag>: why it cannot be combined with placeholder training.
+_REFUSED_TRAIN_FLAGS = {
+    "cache_text_embeddings": "prompt embeddings would be computed once, before the placeholder has learned anything, "
+    "and would carry no gradient to it",
+    "unload_text_encoder": "the text encoder would be replaced by fixed embeddings, so the placeholder would get no "
+    "gradient",
+    "diff_output_preservation": "ai-toolkit computes the preservation embeddings without gradient and relies on the "
+    "trigger word having a meaning, which a brand-new token does not have",
+    "train_text_encoder": "it makes the whole text encoder trainable; zero-prior trains only the placeholder vector "
+    "and keeps every text-encoder tensor unchanged",
+    "merge_network_on_save": "it saves a merged full model, which has no place for the placeholder vector",
+}
+
+
+@dataclass(frozen=True)
+class ZeroPriorSettings:
+    """The checked zero-prior settings of one process (``enabled`` is the toggle)."""
+
+    enabled: bool
+    placeholder: PlaceholderConfig
+    path: str
+
+
+def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettings:
+    """Check ``config.process[index]`` and return its zero-prior settings.
+
+    Raises ``ConfigError`` naming the key for: a missing or non-boolean
+    ``train.train_placeholder_token``; any problem in the ``placeholder:``
+    block (checked even when the toggle is off, so a typo never goes
+    unnoticed); and, with the toggle on, every setting that would cut the
+    placeholder's gradient or drop it from the saved file.
+
+    >>> read_settings({"train": {"train_placeholder_token": False}}).enabled
+    False
+    """
+    path = f"config.process[{index}]"
+    train = _mapping(process, "train", path)
+    enabled = train.get(TOGGLE)
+    if not isinstance(enabled, bool):
+        raise ConfigError(
+            f"{path}.train.{TOGGLE} must be true or false, got {enabled!r}: true trains the placeholder token "
+            "with the LoRA, false runs ai-toolkit's own LoRA training (the baseline)"
+        )
+    placeholder = PlaceholderConfig.from_dict(process.get("placeholder"), path=f"{path}.placeholder")
+    if enabled:
+        _refuse_conflicts(process, train, placeholder, path)
+    return ZeroPriorSettings(enabled=enabled, placeholder=placeholder, path=path)
+
+
+def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) -> Any:
+    """A copy of ``process`` as ai-toolkit must see it when the toggle is on.
+
+    ``trigger_word`` defaults to the token (ai-toolkit copies it into every
+    dataset config inside ``SDTrainer.__init__``, so it must be set before
+    that), and the model arch becomes this extension's Qwen-Image subclass.
+    The user's dict is left as written, so the ``config.yaml`` ai-toolkit
+    saves next to the LoRA is the one the user ran.
+    """
+    result = copy.deepcopy(process)
+    if result.get("trigger_word") is None:
+        result["trigger_word"] = settings.placeholder.token
+    result["model"]["arch"] = ZERO_PRIOR_ARCH
+    return result
+
+
+def _refuse_conflicts(
+    process: Mapping[str, Any], train: Mapping[str, Any], placeholder: PlaceholderConfig, path: str
+) -> None:
+    for flag, reason in _REFUSED_TRAIN_FLAGS.items():
+        if train.get(flag):
+            raise ConfigError(
+                f"{path}.train.{flag}: {train[flag]!r} cannot be used with train.{TOGGLE}: true ({reason}); "
+                f"set {flag}: false, or set {TOGGLE}: false for a baseline run"
+            )
+    if train.get("validation_config") is not None:
+        raise ConfigError(
+            f"{path}.train.validation_config cannot be used with train.{TOGGLE}: true (ai-toolkit encodes the "
+            "validation prompts once, so validation would measure a stale placeholder); remove validation_config"
+        )
+    if process.get("embedding") is not None:
+        raise ConfigError(
+            f"{path}.embedding cannot be used with train.{TOGGLE}: true (ai-toolkit's textual inversion does not "
+            "train Qwen-Image tokens and would make the whole embedding matrix trainable); remove the embedding "
+            "section, the placeholder block replaces it"
+        )
+    if process.get("network") is None:
+        raise ConfigError(
+            f"{path}.network is missing: zero-prior trains a LoRA together with the placeholder; add a network "
+            "section such as {type: lora, linear: 16, linear_alpha: 16}"
+        )
+    model = _mapping(process, "model", path)
+    arch = model.get("arch")
+    if arch not in (QWEN_IMAGE_ARCH, ZERO_PRIOR_ARCH):
+        raise ConfigError(
+            f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true supports only Qwen-Image; "
+            f"set arch: {QWEN_IMAGE_ARCH} (and name_or_path to a Qwen-Image model)"
+        )
+    for number, dataset in enumerate(process.get("datasets") or []):
+        if isinstance(dataset, Mapping) and dataset.get("cache_text_embeddings"):
+            raise ConfigError(
+                f"{path}.datasets[{number}].cache_text_embeddings: {dataset['cache_text_embeddings']!r} cannot be "
+                f"used with train.{TOGGLE}: true ({_REFUSED_TRAIN_FLAGS['cache_text_embeddings']}); set it to false"
+            )
+    trigger = process.get("trigger_word")
+    if trigger is not None and placeholder.token not in str(trigger):
+        raise ConfigError(
+            f"{path}.trigger_word {trigger!r} does not contain the placeholder token {placeholder.token!r}, so "
+            "captions and sample prompts would never contain the token; remove trigger_word (it defaults to the "
+            "token) or make it contain the token"
+        )
+
+
+def _mapping(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}.{key} must be a mapping of settings, got {type(value).__name__}")
+    return value

@@ -1,0 +1,236 @@
+"""``ZeroPriorTrainer``: ai-toolkit's SD trainer, plus a brand-new placeholder token trained with the LoRA.
+
+``type: zero_prior_trainer`` with ``train.train_placeholder_token: false`` is
+exactly ai-toolkit's ``sd_trainer`` (the baseline): every override below
+returns to the parent untouched. With ``true``, the trainer
+
+- checks the config before anything is loaded or written (``settings``);
+- adds the placeholder after the model loads: a new tokenizer entry and an
+  fp32 vector outside the frozen text encoder, spliced in by a forward hook;
+- gives the vector its own optimizer group, last, so ``optimizer.pt`` resumes;
+- lets the gradient reach it: SDTrainer encodes prompts with gradient only
+  while ``train_config.train_text_encoder`` is set, so the flag is set for the
+  span of each ``train_single_accumulation`` (it is read nowhere else during
+  a step, and the text encoder was never made trainable by it), and the model
+  class (``QwenImageZeroPriorModel``) keeps the embeddings attached;
+- saves the vector in the metadata of every LoRA file and restores it
+  bit-exactly when ai-toolkit resumes from one;
+- logs the vector's norm, gradient norm, cosine to its start and nearest
+  vocabulary tokens every ``logging.log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from extensions_built_in.sd_trainer.SDTrainer import SDTrainer
+from toolkit.data_loader import get_dataloader_datasets
+from toolkit.print import print_acc
+from toolkit.prompt_utils import inject_trigger_into_prompt
+from tqdm import tqdm
+
+from ..errors import PlaceholderError
+from ..format import ZeroPriorMetadata, read_zero_prior, vector_sha256
+from ..placeholder import PlaceholderEmbedding
+from ..prepare import add_placeholders, to_metadata
+from ..telemetry import module_sha256, placeholder_stats
+from .model import QwenImageZeroPriorModel
+from .settings import ZERO_PRIOR_ARCH, effective_config, read_settings
+
+NEAREST_TOKENS = 5
+
+
+class ZeroPriorTrainer(SDTrainer):
+    """ai-toolkit process ``zero_prior_trainer``; see the module docstring."""
+
+    def __init__(self, process_id: int, job: Any, config: OrderedDict, **kwargs: Any) -> None:
+        # Before SDTrainer.__init__: it creates the output folder and copies trigger_word into the datasets.
+        self.zero_prior = read_settings(config, process_id)
+        if self.zero_prior.enabled:
+            config = effective_config(config, self.zero_prior)
+        super().__init__(process_id, job, config, **kwargs)
+        self.placeholders: list[PlaceholderEmbedding] = []
+        self.vocab_rows = 0
+        self._text_encoder_sha256 = ""
+        self._grad_norms: dict[str, torch.Tensor] = {}
+
+    def hook_after_model_load(self) -> None:
+        super().hook_after_model_load()
+        if not self.zero_prior.enabled:
+            return
+        if not isinstance(self.sd, QwenImageZeroPriorModel):
+            raise RuntimeError(
+                f"zero-prior: ai-toolkit loaded {type(self.sd).__name__} for arch {ZERO_PRIOR_ARCH!r} instead of "
+                "QwenImageZeroPriorModel; the extension's model list failed to import (see the 'Failed to import' "
+                "line above) or another extension registers the same arch"
+            )
+        tokenizer = self.sd.tokenizer[0]
+        self.vocab_rows = len(tokenizer)
+        self.placeholders = add_placeholders(self.sd.text_encoder[0], tokenizer, [self.zero_prior.placeholder])
+        if self.zero_prior.placeholder.verify_text_encoder:
+            self._text_encoder_sha256 = module_sha256(self.sd.text_encoder[0])
+        self.sd.placeholder_tokens = [placeholder.registered for placeholder in self.placeholders]
+        self.sd.placeholder_record = self._placeholder_record
+        for placeholder in self.placeholders:
+            placeholder.vectors.register_post_accumulate_grad_hook(self._remember_grad_norm(placeholder))
+            registered = placeholder.registered
+            print_acc(
+                f"zero-prior: placeholder {registered.token!r} -> token ids {list(registered.token_ids)}, "
+                f"init {self.zero_prior.placeholder.init}, start norm {placeholder.vectors.norm().item():.3g}"
+            )
+
+    def load_weights(self, path: str) -> Any:
+        """ai-toolkit's resume loads only the LoRA tensors; the placeholder comes from the file's metadata."""
+        extra_weights = super().load_weights(path)
+        if self.zero_prior.enabled:
+            self._restore_placeholders(path)
+        return extra_weights
+
+    def hook_add_extra_train_params(self, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        params = super().hook_add_extra_train_params(params)
+        if not self.zero_prior.enabled:
+            return params
+        config = self.zero_prior.placeholder
+        # TrainConfig.embedding_lr already falls back to train.lr.
+        lr = config.lr if config.lr is not None else self.train_config.embedding_lr
+        # Last, so optimizer.pt from an earlier run of this config lines up group by group; its own
+        # group also gets its own gradient clipping (SDTrainer clips per group).
+        params.append({"params": [p.vectors for p in self.placeholders], "lr": lr, "weight_decay": config.weight_decay})
+        print_acc(f"zero-prior: placeholder optimizer group: lr {lr}, weight decay {config.weight_decay}")
+        return params
+
+    def hook_before_train_loop(self) -> None:
+        super().hook_before_train_loop()
+        if self.zero_prior.enabled and self.data_loader is not None:
+            self._warn_about_captions()
+
+    def train_single_accumulation(self, batch: Any) -> Any:
+        if not self.zero_prior.enabled:
+            return super().train_single_accumulation(batch)
+        # SDTrainer encodes prompts with gradient only while this is set; nothing else reads it during a step.
+        self.train_config.train_text_encoder = True
+        try:
+            return super().train_single_accumulation(batch)
+        finally:
+            self.train_config.train_text_encoder = False
+
+    def hook_train_loop(self, batch: Any) -> Any:
+        loss_dict = super().hook_train_loop(batch)
+        if self.zero_prior.enabled and self._is_log_step():
+            self._log_placeholders()
+        return loss_dict
+
+    def _placeholder_record(self) -> ZeroPriorMetadata:
+        """The metadata record of the current vectors, written by ``QwenImageZeroPriorModel.save_lora``."""
+        extra = {}
+        if self.zero_prior.placeholder.verify_text_encoder:
+            now = module_sha256(self.sd.text_encoder[0])
+            extra["text_encoder_sha256"] = {"start": self._text_encoder_sha256, "at_save": now}
+        return to_metadata(
+            self.placeholders,
+            [self.zero_prior.placeholder],
+            tokenizer_length=self.vocab_rows,
+            base_model=self.model_config.name_or_path,
+            training_step=self.step_num,
+            extra=extra,
+        )
+
+    def _restore_placeholders(self, path: str) -> None:
+        meta = read_zero_prior(path)
+        if meta is None:
+            if path == self.network_config.pretrained_lora_path:
+                print_acc(f"zero-prior: {path} is a plain LoRA; the placeholder starts from its initial vector")
+                return
+            raise PlaceholderError(
+                f"{path} has no zero-prior placeholder, so this run cannot resume its vector: the training folder "
+                "holds a run without train.train_placeholder_token (a baseline?); use another job name or "
+                "training_folder"
+            )
+        records = {record.token: record for record in meta.placeholders}
+        for placeholder in self.placeholders:
+            token = placeholder.registered.token
+            record = records.get(token)
+            if record is None or record.vectors.shape != placeholder.vectors.shape:
+                found = {name: list(r.vectors.shape) for name, r in records.items()}
+                raise PlaceholderError(
+                    f"{path} holds placeholders {found}, not {token!r} with shape {list(placeholder.vectors.shape)}; "
+                    "resume with the same placeholder settings, or use another job name or training_folder"
+                )
+            with torch.no_grad():
+                placeholder.vectors.copy_(record.vectors)
+            print_acc(
+                f"zero-prior: restored placeholder {token!r} from {os.path.basename(path)} "
+                f"(step {meta.training_step}), vector sha256 {vector_sha256(placeholder.vectors)}"
+            )
+
+    def _remember_grad_norm(self, placeholder: PlaceholderEmbedding) -> Callable[[torch.Tensor], None]:
+        """A post-accumulate-grad hook keeping the latest (pre-clip) gradient norm per vector for the logs."""
+        token = placeholder.registered.token
+
+        def remember(vectors: torch.Tensor) -> None:
+            self._grad_norms[token] = vectors.grad.detach().norm(dim=1)
+
+        return remember
+
+    def _is_log_step(self) -> bool:
+        """The steps on which BaseSDTrainProcess hands ``additional_logs`` to the logger."""
+        every = self.logging_config.log_every
+        if self.step_num == self.start_step or not self.accelerator.is_main_process:
+            return False
+        return every is None or (every > 0 and self.step_num % every == 0)
+
+    def _log_placeholders(self) -> None:
+        weight = self.sd.text_encoder[0].get_input_embeddings().weight
+        tokenizer = self.sd.tokenizer[0]
+        for placeholder in self.placeholders:
+            stats = placeholder_stats(placeholder, weight, tokenizer, self.vocab_rows, NEAREST_TOKENS)
+            token = placeholder.registered.token
+            grad_norms = self._grad_norms.get(token)
+            for index in range(placeholder.registered.num_vectors):
+                key = f"placeholder/{token}" + (f"/{index}" if placeholder.registered.num_vectors > 1 else "")
+                scalars = {
+                    f"{key}/norm": stats["norm"][index],
+                    f"{key}/grad_norm": float(grad_norms[index]) if grad_norms is not None else 0.0,
+                    f"{key}/cosine_to_initial": stats["cosine_to_initial"][index],
+                }
+                nearest = ", ".join(f"{text!r} {score:.3f}" for text, score in stats["nearest_tokens"][index])
+                self.additional_logs.update(scalars)
+                self.additional_logs[f"{key}/nearest_tokens"] = nearest
+                if self.writer is not None:
+                    for name, value in scalars.items():
+                        self.writer.add_scalar(name, value, self.step_num)
+                    self.writer.add_text(f"{key}/nearest_tokens", nearest, self.step_num)
+                tqdm.write(
+                    f"zero-prior step {self.step_num}: {key} norm {scalars[f'{key}/norm']:.4g} "
+                    f"grad_norm {scalars[f'{key}/grad_norm']:.3g} "
+                    f"cosine_to_initial {scalars[f'{key}/cosine_to_initial']:.3f} nearest {nearest}"
+                )
+
+    def _warn_about_captions(self) -> None:
+        """Warn once, with a count, about training captions that never contain the token.
+
+        Regularisation datasets live in another loader and are meant to lack it.
+        """
+        token = self.zero_prior.placeholder.token
+        total = missing = 0
+        random_state = random.getstate()  # load_caption draws dropout/shuffle: keep the training's stream
+        for dataset in get_dataloader_datasets(self.data_loader):
+            for item in dataset.file_list:
+                probe = copy.copy(item)  # load_caption sets attributes; leave the dataset's item untouched
+                probe.load_caption(dataset.caption_dict)
+                caption = inject_trigger_into_prompt(probe.raw_caption, probe.trigger_word, add_if_not_present=True)
+                total += 1
+                missing += token not in caption
+        random.setstate(random_state)
+        if missing:
+            print_acc(
+                f"zero-prior WARNING: {missing} of {total} training captions never contain {token!r} after "
+                "trigger injection (a dataset with its own trigger_word?); the placeholder learns only from "
+                "captions that contain it"
+            )
+

@@ -1,0 +1,133 @@
+"""``zero-prior demo``: the whole product on the built-in tiny model, in a few minutes on a CPU.
+
+Builds the tiny real-architecture Qwen-Image and a synthetic subject, trains
+the baseline (semantic trigger word) and the zero-prior arm through
+ai-toolkit's real ``run.py`` (staged, so the user's checkout is not touched),
+loads both results with ``load_zero_prior``, writes a side-by-side image with
+the same seed and prints what happened to the placeholder. The tiny model
+has random weights: the images show the pipeline working, not quality.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ZeroPriorError
+from .format import read_zero_prior
+from .installer import TESTED_COMMIT, config_examples_dir
+
+BASELINE_TRIGGER = "person"
+PROMPT = "a photo of {trigger} on a beach"
+TINY_CONFIG = "tiny_cpu.yaml"
+
+
+@dataclass
+class DemoResult:
+    """Paths and figures the demo reports."""
+
+    baseline_lora: Path
+    zero_prior_lora: Path
+    image: Path
+    log: Path
+    seconds: float
+    summary: str
+
+
+def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int = 0) -> DemoResult:
+    """Train both arms on the tiny model through ai-toolkit and compare them (see module docstring)."""
+    from .aitk.launch import find_ai_toolkit, load_config_template, run_ai_toolkit, stage_ai_toolkit, write_config
+    from .testbed import cached_tiny_pipeline, make_subject_dataset
+
+    started = time.perf_counter()
+    try:
+        checkout = find_ai_toolkit(ai_toolkit)
+    except ZeroPriorError as error:
+        raise ZeroPriorError(
+            f"{error}. The demo trains through ai-toolkit; get it with:\n"
+            "  git clone https://github.com/ostris/ai-toolkit ~/ai-toolkit\n"
+            f"  git -C ~/ai-toolkit checkout {TESTED_COMMIT[:8]}\n"
+            "  scripts/bootstrap.sh   # installs its requirements into .venv\n"
+            "or pass --ai-toolkit PATH / set AI_TOOLKIT_DIR"
+        ) from None
+    out = Path(out).resolve()
+    runs = out / "runs"
+    if runs.exists():
+        shutil.rmtree(runs)  # a leftover run would make ai-toolkit resume instead of train
+    model = cached_tiny_pipeline(seed=0)
+    dataset = out / "subject"
+    make_subject_dataset(dataset, num_images=8, size=64, seed=seed, caption="a photo of [trigger]", overwrite=True)
+    values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "TRAINING_FOLDER": str(runs)}
+    arms = {"demo_baseline": False, "demo_zero_prior": True}
+    log = out / "train.log"
+    with tempfile.TemporaryDirectory(prefix="zero_prior_demo_") as tmp:
+        root = stage_ai_toolkit(checkout, Path(tmp))
+        paths = []
+        for name, enabled in arms.items():
+            config = load_config_template(config_examples_dir() / TINY_CONFIG, values)
+            process = config["config"]["process"][0]
+            config["config"]["name"] = name
+            process["train"]["train_placeholder_token"] = enabled
+            process["train"]["steps"] = steps
+            if not enabled:
+                process["trigger_word"] = BASELINE_TRIGGER
+            paths.append(write_config(config, Path(tmp) / f"{name}.yaml"))
+        print(f"zero-prior demo: training {len(arms)} arms x {steps} steps through ai-toolkit ({checkout}); log: {log}")
+        completed = run_ai_toolkit(root, paths)
+    log.write_text(completed.stdout + completed.stderr, encoding="utf-8")
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-15:])
+        raise ZeroPriorError(f"ai-toolkit failed (exit {completed.returncode}); full log: {log}\n{tail}")
+    baseline, zero_prior = (runs / name / f"{name}.safetensors" for name in arms)
+    image = out / "side_by_side.png"
+    lines = _compare(model, baseline, zero_prior, image, seed)
+    return DemoResult(baseline, zero_prior, image, log, time.perf_counter() - started, "\n".join(lines))
+
+
+def _compare(model: Path, baseline: Path, zero_prior: Path, image: Path, seed: int) -> list[str]:
+    """Load both LoRAs with the project's loader, generate with one seed, describe the placeholder."""
+    from .generate import generate_images, load_pipeline
+    from .loader import load_zero_prior
+
+    pictures, lines = [], []
+    for path, trigger, label in ((baseline, BASELINE_TRIGGER, "baseline"), (zero_prior, "<zwx>", "zero-prior")):
+        pipe = load_pipeline(model, device="cpu")
+        result = load_zero_prior(pipe, path)
+        prompt = PROMPT.format(trigger=trigger)
+        [picture] = generate_images(pipe, [prompt], seed=seed, steps=4, height=64, width=64)
+        pictures.append((f"{label}: {prompt}", picture))
+        lines.append(f"{label:10s}: {result.lora_tensors} LoRA tensors from {path}")
+    meta = read_zero_prior(zero_prior)
+    if meta is None:
+        raise ZeroPriorError(f"{zero_prior} has no placeholder record; the zero-prior arm did not train a token")
+    for record in meta.placeholders:
+        lines.append(
+            f"{'':10s}  token {record.token!r} id {record.token_ids}, vector norm "
+            f"{record.initial_norms[0]:.3g} -> {float(record.vectors.norm(dim=1)[0]):.3g} after {meta.training_step} steps"
+        )
+    check = meta.extra.get("text_encoder_sha256")
+    if check:
+        same = "yes" if check["start"] == check["at_save"] else "NO"
+        lines.append(f"{'':10s}  text encoder unchanged by training (sha256 at start == at save): {same}")
+    _side_by_side(pictures, image)
+    lines.append(f"image     : {image} (same seed; left baseline, right zero-prior)")
+    return lines
+
+
+def _side_by_side(pictures: list[tuple[str, Any]], path: Path, scale: int = 4) -> None:
+    from PIL import Image, ImageDraw
+
+    tiles = [picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST) for _, picture in pictures]
+    band = 18
+    canvas = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles) + band), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for (label, _), tile in zip(pictures, tiles):
+        canvas.paste(tile, (x, band))
+        draw.text((x + 4, 3), label, fill="black")
+        x += tile.width
+    canvas.save(path)

@@ -1,0 +1,389 @@
+"""The extension inside ai-toolkit's real ``python run.py``, on the tiny Qwen-Image, on CPU.
+
+ai-toolkit comes from ``$AI_TOOLKIT_DIR`` or ``~/ai-toolkit`` and is never
+modified: ``zero_prior.aitk.launch`` stages a root of symlinks whose
+``extensions/`` also holds this package and the test probe (``tests/aitk_probe``,
+a recording subclass of the trainer). Every ``run.py`` start costs about 20 s
+of imports, so the tests share three invocations (module-scoped fixtures):
+a zero-prior run, its resumption, and one ``run.py -r`` holding every refused
+config plus the baseline through this process and through ``sd_trainer``.
+The config rules themselves are also checked in-process, without ai-toolkit.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from zero_prior.aitk.launch import (
+    AI_TOOLKIT_ENV,
+    find_ai_toolkit,
+    load_config_template,
+    run_ai_toolkit,
+    stage_ai_toolkit,
+    write_config,
+)
+from zero_prior.aitk.settings import ZERO_PRIOR_ARCH, effective_config, read_settings
+from zero_prior.errors import ConfigError, ZeroPriorError
+from zero_prior.format import METADATA_KEY, read_file_metadata, read_zero_prior
+from zero_prior.testbed import make_subject_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "config_examples" / "tiny_cpu.yaml"
+PROBE_DIR = Path(__file__).resolve().parent / "aitk_probe"
+JOB = "tiny_zero_prior"  # config.name in tiny_cpu.yaml: ai-toolkit's checkpoint prefix
+TOKEN = "<zwx>"
+VECTORS = 2  # the runs train a two-vector placeholder, so prompts must be expanded to "<zwx><zwx_1>"
+RUN_TIMEOUT = 600
+# Packages of ai-toolkit's requirements that this project does not need itself.
+AI_TOOLKIT_ONLY_PACKAGES = ("optimum", "lycoris", "oyaml", "dotenv")
+
+
+def _set(*keys: str, value: Any) -> Callable[[dict], None]:
+    def apply(process: dict) -> None:
+        target = process
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+
+    return apply
+
+
+def _drop(*keys: str) -> Callable[[dict], None]:
+    def apply(process: dict) -> None:
+        target = process
+        for key in keys[:-1]:
+            target = target[key]
+        del target[keys[-1]]
+
+    return apply
+
+
+# (id, change to the valid tiny process config, start of the error message that must name the key)
+REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
+    ("toggle_missing", _drop("train", "train_placeholder_token"),
+     "config.process[0].train.train_placeholder_token must be true or false"),
+    ("toggle_not_bool", _set("train", "train_placeholder_token", value="yes"),
+     "config.process[0].train.train_placeholder_token must be true or false"),
+    ("placeholder_unknown_key", _set("placeholder", "lr_scale", value=2.0),
+     "config.process[0].placeholder.lr_scale is not a placeholder setting"),
+    ("placeholder_wrong_type", _set("placeholder", "num_vectors", value="two"),
+     "config.process[0].placeholder.num_vectors must be an integer"),
+    ("placeholder_out_of_range", _set("placeholder", "init_std", value=5.0),
+     "config.process[0].placeholder.init_std must be in (0, 1]"),
+    ("cache_text_embeddings", _set("train", "cache_text_embeddings", value=True),
+     "config.process[0].train.cache_text_embeddings: True cannot be used"),
+    ("dataset_cache_text_embeddings", lambda p: p["datasets"][0].update(cache_text_embeddings=True),
+     "config.process[0].datasets[0].cache_text_embeddings: True cannot be used"),
+    ("unload_text_encoder", _set("train", "unload_text_encoder", value=True),
+     "config.process[0].train.unload_text_encoder: True cannot be used"),
+    ("diff_output_preservation", _set("train", "diff_output_preservation", value=True),
+     "config.process[0].train.diff_output_preservation: True cannot be used"),
+    ("train_text_encoder", _set("train", "train_text_encoder", value=True),
+     "config.process[0].train.train_text_encoder: True cannot be used"),
+    ("merge_network_on_save", _set("train", "merge_network_on_save", value=True),
+     "config.process[0].train.merge_network_on_save: True cannot be used"),
+    ("embedding_section", _set("embedding", value={"trigger": "zwx", "tokens": 1}),
+     "config.process[0].embedding cannot be used"),
+    ("validation_config", _set("train", "validation_config", value={"validate_every_n_steps": 2}),
+     "config.process[0].train.validation_config cannot be used"),
+    ("not_qwen_image", _set("model", "arch", value="flux"),
+     "config.process[0].model.arch is 'flux'"),
+    ("no_network", _drop("network"),
+     "config.process[0].network is missing"),
+    ("trigger_word_without_token", _set("trigger_word", value="sks"),
+     "config.process[0].trigger_word 'sks' does not contain the placeholder token '<zwx>'"),
+]
+
+
+def _tiny_process(tmp_path: Path) -> dict:
+    config = load_config_template(
+        TINY_CONFIG, {"MODEL_PATH": "/unused", "DATASET_PATH": "/unused", "TRAINING_FOLDER": str(tmp_path)}
+    )
+    return config["config"]["process"][0]
+
+
+# --- the config rules, in-process (no ai-toolkit needed) ---------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refused_setting_names_the_key(tmp_path: Path, change: Callable[[dict], None], message: str) -> None:
+    process = _tiny_process(tmp_path)
+    change(process)
+    with pytest.raises(ConfigError) as raised:
+        read_settings(process, 0)
+    assert str(raised.value).startswith(message)
+
+
+def test_toggle_off_accepts_what_the_baseline_may_use(tmp_path: Path) -> None:
+    process = _tiny_process(tmp_path)
+    process["train"].update(train_placeholder_token=False, cache_text_embeddings=True, unload_text_encoder=True)
+    process["trigger_word"] = "striped fish"
+    assert read_settings(process, 0).enabled is False
+
+
+def test_effective_config_defaults_trigger_word_and_switches_arch(tmp_path: Path) -> None:
+    process = _tiny_process(tmp_path)
+    original = copy.deepcopy(process)
+    effective = effective_config(process, read_settings(process, 0))
+    assert (effective["trigger_word"], effective["model"]["arch"]) == (TOKEN, ZERO_PRIOR_ARCH)
+    assert process == original  # the user's config (ai-toolkit saves it as config.yaml) is left as written
+
+
+def test_example_configs_are_twins_that_pass_the_rules() -> None:
+    on, off = (yaml.safe_load((REPO / "config_examples" / name).read_text())["config"]
+               for name in ("zero_prior.yaml", "zero_prior_baseline.yaml"))
+    assert read_settings(on["process"][0], 0).enabled and not read_settings(off["process"][0], 0).enabled
+    assert on["name"] != off["name"]  # the same name would make one resume from the other's checkpoints
+    for config in (on, off):
+        config.pop("name")
+        config["process"][0].pop("trigger_word", None)
+        config["process"][0]["train"].pop("train_placeholder_token")
+    assert on == off
+
+
+# --- real run.py ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One job's outcome: the shared run.py output and the job's checkpoint folder."""
+
+    output: str
+    save_root: Path
+
+    @property
+    def final(self) -> Path:
+        return self.save_root / f"{JOB}.safetensors"
+
+    def step(self, number: int) -> Path:
+        return self.save_root / f"{JOB}_{number:09d}.safetensors"
+
+
+@pytest.fixture(scope="module")
+def aitk_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A staged ai-toolkit root seeing this package and the probe; the real checkout stays untouched."""
+    try:
+        checkout = find_ai_toolkit()
+    except ZeroPriorError as error:
+        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}")
+    missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
+    root = stage_ai_toolkit(checkout, tmp_path_factory.mktemp("staged"))
+    (root / "extensions" / "zero_prior_probe").symlink_to(PROBE_DIR, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def datasets(workdir: Path) -> dict[str, Path]:
+    """Four subject images captioned ``a photo of [trigger]``, and one more whose dataset names its own trigger."""
+    return {
+        "subject": make_subject_dataset(workdir / "subject", num_images=4, size=64, seed=0)[0].parent,
+        "other": make_subject_dataset(workdir / "other", num_images=1, size=64, seed=1)[0].parent,
+    }
+
+
+def _config(
+    tiny_pipeline_dir: Path, dataset: Path, training_folder: Path, change: Callable[[dict], None] | None = None
+) -> dict:
+    config = load_config_template(
+        TINY_CONFIG,
+        {"MODEL_PATH": str(tiny_pipeline_dir), "DATASET_PATH": str(dataset), "TRAINING_FOLDER": str(training_folder)},
+    )
+    if change is not None:
+        change(config["config"]["process"][0])
+    return config
+
+
+def _run(root: Path, config_paths: list[Path], recover: bool = False) -> str:
+    result = run_ai_toolkit(root, config_paths, recover=recover, env={"HF_HUB_OFFLINE": "1"}, timeout=RUN_TIMEOUT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def zero_prior_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_pipeline_dir: Path) -> Run:
+    """4 steps with the placeholder (probe process), saves at 2 and 4, samples at 2 and 4."""
+
+    def change(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"]["num_vectors"] = VECTORS
+        process["datasets"].append({**process["datasets"][0], "folder_path": str(datasets["other"]),
+                                    "trigger_word": "fish"})
+
+    folder = workdir / "zero_prior"
+    path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "zero_prior.yaml")
+    return Run(_run(aitk_root, [path]), folder / JOB)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_pipeline_dir: Path,
+                zero_prior_run: Run) -> Run:
+    """The zero-prior run's final save and optimizer state, continued to step 6 by the real process type.
+
+    It also runs its text encoder quantized (qfloat8), so the same two steps
+    show the gradient reaching the placeholder through a quantized encoder.
+    """
+    folder = workdir / "resumed"
+    (folder / JOB).mkdir(parents=True)
+    for name in ("optimizer.pt", zero_prior_run.final.name):  # the final save copied last: newest, as resume wants
+        shutil.copy2(zero_prior_run.save_root / name, folder / JOB / name)
+
+    def change(process: dict) -> None:
+        process["placeholder"]["num_vectors"] = VECTORS
+        process["train"].update(steps=6, disable_sampling=True)
+        process["logging"]["log_every"] = 1
+        process["model"].update(quantize_te=True, qtype_te="qfloat8")
+
+    path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "resumed.yaml")
+    return Run(_run(aitk_root, [path]), folder / JOB)
+
+
+@pytest.fixture(scope="module")
+def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str, Path],
+                              tiny_pipeline_dir: Path) -> dict[str, Run]:
+    """One ``run.py -r``: every refused config, then one baseline YAML run as ``zero_prior_trainer``, then as
+    ``sd_trainer``."""
+    paths, runs = [], {}
+    for name, change, _ in REFUSALS:
+        folder = workdir / f"refused_{name}"
+        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change),
+                                  workdir / f"refused_{name}.yaml"))
+        runs[name] = Run("", folder / JOB)
+    for name, process_type in (("baseline_ours", "zero_prior_trainer"), ("baseline_builtin", "sd_trainer")):
+
+        def change(process: dict, process_type: str = process_type) -> None:
+            process["type"] = process_type
+            process["trigger_word"] = "striped fish"
+            process["train"].update(train_placeholder_token=False, disable_sampling=True)
+
+        folder = workdir / name
+        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change),
+                                  workdir / f"{name}.yaml"))
+        runs[name] = Run("", folder / JOB)
+    output = _run(aitk_root, paths, recover=True)
+    return {name: Run(output, run.save_root) for name, run in runs.items()}
+
+
+def _grad_norms(output: str, step: int) -> dict[str, float]:
+    """Per-vector gradient norms from the trainer's telemetry line(s) for ``step``."""
+    pattern = rf"zero-prior step {step}: placeholder/{re.escape(TOKEN)}/(\d+) norm \S+ grad_norm (\S+)"
+    found = re.findall(pattern, output)
+    assert len(found) == VECTORS, f"no telemetry for every vector at step {step}"
+    return {index: float(value) for index, value in found}
+
+
+def test_toggle_on_saves_the_placeholder_and_toggle_off_is_a_plain_lora(
+    zero_prior_run: Run, refused_and_baseline_runs: dict[str, Run]
+) -> None:
+    for path in (zero_prior_run.step(2), zero_prior_run.final):
+        meta = read_zero_prior(path)
+        assert meta is not None and [p.token for p in meta.placeholders] == [TOKEN]
+    assert read_zero_prior(refused_and_baseline_runs["baseline_ours"].final) is None
+    on, off = load_file(zero_prior_run.final), load_file(refused_and_baseline_runs["baseline_ours"].final)
+    assert on.keys() == off.keys()  # the same LoRA layout; the placeholder lives in the metadata only
+
+
+def test_the_vector_trains_and_the_text_encoder_does_not(zero_prior_run: Run) -> None:
+    at_2, at_4 = read_zero_prior(zero_prior_run.step(2)), read_zero_prior(zero_prior_run.final)
+    start_norm = at_4.placeholders[0].initial_norms[0]
+    assert start_norm < 1e-3  # a near-zero start (std 1e-5 x sqrt(hidden 64))
+    assert at_4.placeholders[0].vectors.norm(dim=1).min() > 10 * start_norm
+    assert not torch.equal(at_2.placeholders[0].vectors, at_4.placeholders[0].vectors)
+    assert (at_2.training_step, at_4.training_step) == (2, 4)
+    # Every vector got a gradient: "[trigger]" in the captions became the token, expanded to all its entries.
+    assert min(_grad_norms(zero_prior_run.output, 2).values()) > 0
+    probe = json.loads((zero_prior_run.save_root.parent / "probe.json").read_text())
+    assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
+
+
+def test_samples_use_the_current_vector(zero_prior_run: Run) -> None:
+    probe = json.loads((zero_prior_run.save_root.parent / "probe.json").read_text())
+    samples = probe["samples"]
+    assert [s["step"] for s in samples] == [2, 4]
+    assert all(s["prompt"] == f"a photo of {TOKEN}" and s["equal"] for s in samples)  # expanded inside the model
+    assert samples[0]["vector_norm"] != samples[1]["vector_norm"]
+    images = sorted(p.name for p in (zero_prior_run.save_root / "samples").glob("*.jpg"))
+    assert len(images) == 2 and "_000000002_" in images[0] and "_000000004_" in images[1]
+
+
+def test_only_ai_toolkit_checkpoints_are_written(zero_prior_run: Run) -> None:
+    written = sorted(p.name for p in zero_prior_run.save_root.iterdir())
+    assert written == ["config.yaml", "optimizer.pt", "samples", f"{JOB}.safetensors", f"{JOB}_000000002.safetensors"]
+
+
+def test_captions_without_the_token_are_counted_once(zero_prior_run: Run) -> None:
+    warnings = re.findall(r"zero-prior WARNING: (\d+) of (\d+) training captions never contain", zero_prior_run.output)
+    assert warnings == [("1", "5")]
+
+
+def test_lora_file_loads_with_load_zero_prior(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:
+    from diffusers import QwenImagePipeline
+    from zero_prior.loader import load_zero_prior
+
+    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    result = load_zero_prior(pipe, zero_prior_run.final)
+    stored = read_zero_prior(zero_prior_run.final).placeholders[0]
+    [registered] = result.placeholders
+    assert registered.token == TOKEN and list(registered.token_ids) == stored.token_ids
+    rows = pipe.text_encoder.get_input_embeddings().weight[list(registered.token_ids)]
+    assert torch.equal(rows.detach(), stored.vectors)
+    assert result.lora_tensors == len(load_file(zero_prior_run.final))
+
+
+def test_lora_file_loads_with_plain_diffusers(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:
+    from diffusers import QwenImagePipeline
+
+    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    # Folder plus weight_name: the form diffusers accepts for a local file also under HF_HUB_OFFLINE=1.
+    pipe.load_lora_weights(str(zero_prior_run.save_root), weight_name=zero_prior_run.final.name, adapter_name="subject")
+    assert pipe.get_list_adapters() == {"transformer": ["subject"]}
+
+
+def test_resume_restores_the_vector_bit_exactly_and_continues(zero_prior_run: Run, resumed_run: Run) -> None:
+    stored = json.loads(read_file_metadata(zero_prior_run.final)[METADATA_KEY])["placeholders"][0]["vectors"]
+    output = resumed_run.output
+    assert f"RESUMING FROM {resumed_run.final}" in output and "Found step 4 in metadata" in output
+    assert f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}" in output
+    assert "Loading optimizer state" in output and "Failed to load optimizer state" not in output
+    resumed, before = read_zero_prior(resumed_run.final), read_zero_prior(zero_prior_run.final)
+    assert resumed.training_step == 6
+    assert not torch.equal(resumed.placeholders[0].vectors, before.placeholders[0].vectors)
+
+
+def test_gradient_reaches_the_placeholder_through_a_quantized_text_encoder(resumed_run: Run) -> None:
+    assert "Quantizing Text Encoder" in resumed_run.output
+    assert min(_grad_norms(resumed_run.output, 5).values()) > 0
+
+
+@pytest.mark.parametrize("name, message", [(r[0], r[2]) for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refused_config_stops_run_py_before_writing(
+    refused_and_baseline_runs: dict[str, Run], name: str, message: str
+) -> None:
+    run = refused_and_baseline_runs[name]
+    assert f"Error running job: {message}" in run.output
+    assert not run.save_root.parent.exists()
+
+
+def test_baseline_through_this_process_equals_sd_trainer(refused_and_baseline_runs: dict[str, Run]) -> None:
+    ours = load_file(refused_and_baseline_runs["baseline_ours"].final)
+    builtin = load_file(refused_and_baseline_runs["baseline_builtin"].final)
+    assert ours.keys() == builtin.keys() and len(ours) > 0
+    assert all(torch.equal(ours[key], builtin[key]) for key in ours)
