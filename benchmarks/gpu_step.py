@@ -1,0 +1,181 @@
+"""Step time and peak GPU memory, baseline vs zero-prior, on the full-size Qwen-Image architecture.
+
+Random-init weights with Qwen-Image's real configs (20B transformer, 7B
+Qwen2.5-VL text encoder, bf16) and the real tokenizer; the same LoRA
+(rank 16 on every attention and MLP projection of the transformer, gradient
+checkpointing on). Per resolution the two arms run back to back:
+
+- baseline: prompt embeddings computed once without gradient (what
+  ai-toolkit does with a semantic trigger word and cached embeddings);
+- zero-prior: the placeholder is spliced in and the text encoder runs
+  forward and backward every step (what ``zero_prior_trainer`` does).
+
+Reports the median step time after warm-up, the ratio, and peak memory.
+``--size tiny`` runs the identical code on the CPU test-bed sizes, to check
+the script before spending GPU time.
+
+    python benchmarks/gpu_step.py --tokenizer DIR [--size full] [--resolutions 512 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+
+# Qwen-Image's transformer/config.json and text_encoder/config.json (text part).
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "transformer": {"num_layers": 60, "attention_head_dim": 128, "num_attention_heads": 24,
+                        "joint_attention_dim": 3584, "axes_dims_rope": (16, 56, 56)},
+        "text": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                 "num_attention_heads": 28, "num_key_value_heads": 4, "mrope_section": [16, 24, 24]},
+    },
+    "tiny": {
+        "transformer": {"num_layers": 2, "attention_head_dim": 16, "num_attention_heads": 4,
+                        "joint_attention_dim": 64, "axes_dims_rope": (4, 6, 6)},
+        "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "mrope_section": [2, 3, 3]},
+    },
+}
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+                "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2"]
+PROMPT = "a professional photo of {} standing in a sunlit garden"
+
+
+def text_encoder_config(size: dict[str, Any]) -> Any:
+    """The layout of Qwen-Image's text_encoder/config.json, so any transformers version parses it."""
+    from transformers import Qwen2_5_VLConfig
+
+    text = size["text"]
+    return Qwen2_5_VLConfig.from_dict({
+        "model_type": "qwen2_5_vl", "vocab_size": 152064, "hidden_size": text["hidden_size"],
+        "intermediate_size": text["intermediate_size"], "num_hidden_layers": text["num_hidden_layers"],
+        "num_attention_heads": text["num_attention_heads"], "num_key_value_heads": text["num_key_value_heads"],
+        "hidden_act": "silu", "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "rope_scaling": {"type": "mrope", "mrope_section": text["mrope_section"]}, "tie_word_embeddings": False,
+        "bos_token_id": 151643, "eos_token_id": 151645,
+        "vision_config": {"depth": 1, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2,
+                          "out_hidden_size": text["hidden_size"], "fullatt_block_indexes": [0]},
+    })
+
+
+def build(size_name: str, tokenizer_dir: str, device: str, dtype: torch.dtype) -> Any:
+    """Construct both models directly on ``device`` in ``dtype`` with their default random init."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
+
+    size = SIZES[size_name]
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # 20B + 7B parameters built straight in bf16: 54 GB, not 108
+    try:
+        with torch.device(device):
+            transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=64, out_channels=16,
+                                                      guidance_embeds=False, **size["transformer"])
+            text_encoder = Qwen2_5_VLForConditionalGeneration(text_encoder_config(size))
+    finally:
+        torch.set_default_dtype(default_dtype)
+    text_encoder.model.visual = None  # Qwen-Image never uses the vision tower (ai-toolkit drops it too)
+    tokenizer = Qwen2Tokenizer.from_pretrained(tokenizer_dir)
+    return QwenImagePipeline(FlowMatchEulerDiscreteScheduler(), None, text_encoder.eval(), tokenizer, transformer)
+
+
+def flow_loss(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor | None, resolution: int,
+              generator: torch.Generator) -> torch.Tensor:
+    """One flow-matching loss at ``resolution`` px (8x VAE, 2x2 patches -> (res/16)^2 image tokens)."""
+    side = resolution // 16
+    device, dtype = pipe.transformer.device, pipe.transformer.dtype
+    latents = torch.randn(1, side * side, 64, generator=generator).to(device, dtype)
+    noise = torch.randn(latents.shape, generator=generator).to(device, dtype)
+    t = torch.rand(1, generator=generator).to(device)
+    noisy = (1 - t.to(dtype)) * latents + t.to(dtype) * noise
+    pred = pipe.transformer(hidden_states=noisy, timestep=t, encoder_hidden_states=embeds,
+                            encoder_hidden_states_mask=mask, img_shapes=[[(1, side, side)]], return_dict=False)[0]
+    return torch.nn.functional.mse_loss(pred.float(), (noise - latents).float())
+
+
+def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> dict[str, float]:
+    """Time ``steps`` optimizer steps of one arm; returns median step seconds and peak memory."""
+    from zero_prior.config import PlaceholderConfig
+    from zero_prior.prepare import add_placeholders
+
+    device = pipe.transformer.device
+    lora = [p for p in pipe.transformer.parameters() if p.requires_grad]
+    groups = [{"params": lora, "weight_decay": 0.01}]
+    if arm == "zero_prior":
+        placeholders = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()])
+        groups.append({"params": [p.vectors for p in placeholders], "weight_decay": 0.0, "lr": 5e-4})
+        prompt = PROMPT.format("<zwx>")
+    else:
+        placeholders = []
+        prompt = PROMPT.format("a person")
+        with torch.no_grad():
+            cached = pipe.encode_prompt(prompt, device=device)
+    optimizer = torch.optim.AdamW(groups, lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        embeds, mask = pipe.encode_prompt(prompt, device=device) if placeholders else cached
+        flow_loss(pipe, embeds, mask, resolution, generator).backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    for placeholder in placeholders:
+        placeholder.detach()
+    return {"median_step_s": statistics.median(times[warmup:]), "peak_gib": peak, "steps": steps}
+
+
+def main() -> None:
+    from peft import LoraConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokenizer", required=True, help="folder of the real Qwen2.5-VL tokenizer")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    started = time.perf_counter()
+    pipe = build(args.size, args.tokenizer, device, dtype)
+    pipe.transformer.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    pipe.transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=LORA_TARGETS))
+    pipe.transformer.enable_gradient_checkpointing()
+    print(f"built {args.size} models on {device} in {time.perf_counter() - started:.0f} s")
+    results = []
+    for resolution in args.resolutions:
+        row = {"resolution": resolution}
+        for arm in ("baseline", "zero_prior"):
+            row[arm] = run_arm(pipe, arm, resolution, args.steps, args.warmup)
+            # a fresh tokenizer for the next resolution's zero-prior arm
+            pipe.tokenizer = type(pipe.tokenizer).from_pretrained(args.tokenizer)
+        row["step_ratio"] = row["zero_prior"]["median_step_s"] / row["baseline"]["median_step_s"]
+        row["peak_ratio"] = row["zero_prior"]["peak_gib"] / row["baseline"]["peak_gib"]
+        results.append(row)
+        print(f"{resolution} px: baseline {row['baseline']['median_step_s']:.3f} s/step "
+              f"{row['baseline']['peak_gib']:.1f} GiB | zero-prior {row['zero_prior']['median_step_s']:.3f} s/step "
+              f"{row['zero_prior']['peak_gib']:.1f} GiB | step ratio {row['step_ratio']:.3f}, "
+              f"peak ratio {row['peak_ratio']:.3f}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                       "size": args.size, "results": results}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
