@@ -38,13 +38,10 @@ def mean_cosine(embeddings: torch.Tensor, references: torch.Tensor) -> list[floa
     return [float(x) for x in (embeddings @ references.T).mean(dim=1)]
 
 
-class ClipScorer:
-    """A CLIP model and its processor, for CLIP-T and CLIP-I.
+class _Scorer:
+    """A model and its processor, loaded once by hub name or local folder and reused for every image."""
 
-    >>> clip = ClipScorer.load()  # doctest: +SKIP
-    >>> clip.clip_t([image], ["a photo of a person on a beach"])  # doctest: +SKIP
-    [0.27]
-    """
+    kind = ""  # names the model in error messages
 
     def __init__(self, model: Any, processor: Any, name: str, device: str, batch_size: int = 16) -> None:
         self.model = model.eval().to(device)
@@ -52,6 +49,28 @@ class ClipScorer:
         self.name = name
         self.device = device
         self.batch_size = batch_size
+
+    @classmethod
+    def _load(cls, model_class: Any, processor_class: Any, name_or_path: str | os.PathLike[str],
+              device: str | None, dtype: torch.dtype, batch_size: int) -> Any:
+        name = str(name_or_path)
+        try:
+            model = model_class.from_pretrained(name, dtype=dtype)
+            processor = processor_class.from_pretrained(name)
+        except (OSError, ValueError) as error:  # missing files, offline hub; no model_type in config.json
+            raise MetricUnavailableError(_load_failure(cls.kind, name, error)) from error
+        return cls(model, processor, name, _device(device), batch_size)
+
+
+class ClipScorer(_Scorer):
+    """A CLIP model and its processor, for CLIP-T and CLIP-I.
+
+    >>> clip = ClipScorer.load()  # doctest: +SKIP
+    >>> clip.clip_t([image], ["a photo of a person on a beach"])  # doctest: +SKIP
+    [0.27]
+    """
+
+    kind = "CLIP"
 
     @classmethod
     def load(
@@ -64,13 +83,7 @@ class ClipScorer:
         """Load ``CLIPModel`` and ``CLIPProcessor`` from a hub name or a local folder."""
         from transformers import CLIPModel, CLIPProcessor
 
-        name = str(name_or_path)
-        try:
-            model = CLIPModel.from_pretrained(name, dtype=dtype)
-            processor = CLIPProcessor.from_pretrained(name)
-        except (OSError, ValueError) as error:  # missing files, offline hub; no model_type in config.json
-            raise MetricUnavailableError(_load_failure("CLIP", name, error)) from error
-        return cls(model, processor, name, _device(device), batch_size)
+        return cls._load(CLIPModel, CLIPProcessor, name_or_path, device, dtype, batch_size)
 
     @torch.inference_mode()
     def image_embeddings(self, images: Sequence[PilOrPath]) -> torch.Tensor:
@@ -106,7 +119,7 @@ class ClipScorer:
         return mean_cosine(self.image_embeddings(images), self.image_embeddings(references))
 
 
-class DinoScorer:
+class DinoScorer(_Scorer):
     """A DINOv2 model (any transformers vision ``AutoModel`` with a CLS token) for subject fidelity.
 
     >>> dino = DinoScorer.load()  # doctest: +SKIP
@@ -114,12 +127,7 @@ class DinoScorer:
     [0.61, 0.58]
     """
 
-    def __init__(self, model: Any, processor: Any, name: str, device: str, batch_size: int = 16) -> None:
-        self.model = model.eval().to(device)
-        self.processor = processor
-        self.name = name
-        self.device = device
-        self.batch_size = batch_size
+    kind = "DINO"
 
     @classmethod
     def load(
@@ -132,13 +140,7 @@ class DinoScorer:
         """Load ``AutoModel`` and ``AutoImageProcessor`` from a hub name or a local folder."""
         from transformers import AutoImageProcessor, AutoModel
 
-        name = str(name_or_path)
-        try:
-            model = AutoModel.from_pretrained(name, dtype=dtype)
-            processor = AutoImageProcessor.from_pretrained(name)
-        except (OSError, ValueError) as error:  # missing files, offline hub; no model_type in config.json
-            raise MetricUnavailableError(_load_failure("DINO", name, error)) from error
-        return cls(model, processor, name, _device(device), batch_size)
+        return cls._load(AutoModel, AutoImageProcessor, name_or_path, device, dtype, batch_size)
 
     @torch.inference_mode()
     def embeddings(self, images: Sequence[PilOrPath]) -> torch.Tensor:
