@@ -28,12 +28,14 @@ if [ -f "$aitk/run.py" ]; then
     trap 'rm -f "$reqs"' EXIT
     grep -hv -e '^-r' -e '^git+' -e '^#' -e '^[[:space:]]*$' "$aitk/requirements_base.txt" "$aitk/requirements.txt" > "$reqs"
     "${pip[@]}" install torchaudio==2.11.1 diffusers==0.39.0 -r "$reqs"
-    if ! "$venv/bin/python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
-        "${pip[@]}" uninstall -y triton || true
-    fi
 else
     echo "bootstrap: no ai-toolkit checkout at $aitk; ai-toolkit tests will be skipped (README: 'ai-toolkit')"
 fi
 
 "${pip[@]}" install -e "$root[test]"
+
+# Last, because any later install that resolves torch's requirements brings triton back.
+if [ -f "$aitk/run.py" ] && ! "$venv/bin/python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+    "${pip[@]}" uninstall -y triton
+fi
 echo "bootstrap: ready: $venv"
