@@ -93,3 +93,15 @@ def test_telemetry(tiny_pipeline_dir):
     token, score = stats["nearest_tokens"][0][0]
     assert token == " cat" and score > 0.9999
     assert abs(stats["norm"][0] - zwx.initial.norm().item()) < 1e-6
+
+
+def test_module_sha256_sees_any_change_in_any_dtype():
+    from zero_prior.telemetry import module_sha256
+
+    module = torch.nn.Linear(4, 3).to(torch.bfloat16)
+    module.register_buffer("scale", torch.tensor(0.5))  # 0-dim, like a quantized weight's scale
+    before = module_sha256(module)
+    assert module_sha256(module) == before
+    with torch.no_grad():
+        module.weight[1, 2] += 1
+    assert module_sha256(module) != before
