@@ -1,0 +1,399 @@
+"""Images from every arm's trained weights, their metrics, and paired statistics -> ``metrics.json``.
+
+Every number here is computed from images that the trained LoRA (loaded with
+the project's own ``load_zero_prior``) generated for held-out prompts; a
+metric that cannot be computed is listed under ``missing`` with the reason,
+never approximated. For each evaluation template (``captions.EVAL_TEMPLATES``,
+never used in training) and each evaluation seed, with the same seeds in every
+arm, three kinds of image are made:
+
+- *subject*: the template with the arm's subject words (``<zwx>``, ``zwx``, or
+  the baseline's class phrase), with the arm's LoRA;
+- *class*: the template with the class phrase and no token, with the arm's LoRA
+  (for the baseline this is its subject image: same prompt, seed and weights);
+- *base*: the class prompt without any adapter, once for all arms.
+
+Per image: CLIP-T (cosine to the class-phrase prompt, the same text for every
+arm, as CLIP cannot read ``<zwx>``), CLIP-I and DINO (mean cosine to the
+training images), image statistics. Per prompt (the unit of pairing): the mean
+over seeds and training seeds, LPIPS diversity across seeds, prior leak (DINO
+of class images with the adapter minus without it) and token necessity (DINO
+with the token vs. the class phrase, same arm). Comparisons: each arm against
+the baseline with ``stats.compare_arms``. ``metrics.json`` holds no times or
+absolute paths, so a rerun on the same machine writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..captions import EVAL_TEMPLATES
+from ..errors import ConfigError
+from ..metrics import MetricUnavailableError
+from ..stats import bootstrap_ci, compare_arms
+from . import ExperimentError
+from .arms import ArmJob, build_arm_jobs
+from .runner import read_log, sha256_file, training_images, write_log
+from .spec import BASELINE, EvaluationSpec, ExperimentSpec
+
+if TYPE_CHECKING:
+    from ..loader import LoadResult
+
+METRICS_FILE = "metrics.json"
+METRICS_FORMAT = "zero-prior-metrics/1"
+IMAGES_FOLDER = "images"
+BASE_RUN = "base"
+SUBJECT, CLASS = "subject", "class"
+
+# metric -> (higher is better; None: a direction only, no better/worse), definition for the report.
+ARM_METRICS: dict[str, tuple[bool | None, str]] = {
+    "clip_t": (True, "CLIP cosine of the subject image to its prompt with the class phrase in the subject slot"),
+    "clip_i": (True, "mean CLIP cosine of the subject image to the training images"),
+    "dino": (True, "mean DINOv2 CLS cosine of the subject image to the training images (subject fidelity)"),
+    "diversity": (True, "mean pairwise LPIPS between a prompt's subject images over the evaluation seeds"),
+    "prior_leak": (False, "DINO of class-prompt images (no token) with the adapter minus without it"),
+    "brightness": (None, "mean Rec. 601 luma in [0, 1] of the subject image"),
+    "rms_contrast": (None, "standard deviation of the luma of the subject image"),
+    "sharpness": (None, "variance of the Laplacian of the luma of the subject image"),
+}
+IMAGE_STATS = ("brightness", "rms_contrast", "sharpness")
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One image to generate: which weights, which prompt and seed, and where it goes."""
+
+    run: str  # job name, or BASE_RUN for the model without adapter
+    prompt: str
+    seed: int
+    file: str  # relative to the experiment's output folder
+
+
+def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = None, echo: bool = True) -> Path:
+    """Generate, measure and compare every arm; write ``metrics.json`` and return its path.
+
+    >>> evaluate_experiment(load_spec("experiment.yaml"))  # doctest: +SKIP
+    PosixPath('.../experiments/my_subject/metrics.json')
+    """
+    import torch
+
+    jobs = list(jobs) if jobs is not None else build_arm_jobs(spec)
+    missing_loras = [job.lora_path(spec.runs_dir) for job in jobs if not job.lora_path(spec.runs_dir).is_file()]
+    if missing_loras:
+        raise ExperimentError(f"{missing_loras[0]} is missing ({len(missing_loras)} arm result(s) missing); train the "
+                              f"arms first: zero-prior experiment {spec.path}")
+    references = training_images(spec)
+    timings: dict[str, float] = {}
+    device = spec.evaluation.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    templates = list(range(spec.evaluation.prompts))
+    shots, files = plan_shots(spec, jobs, templates)
+
+    started = time.perf_counter()
+    runs = generate(spec, jobs, shots, device, echo)
+    timings["generation"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    scores, diversity, missing = score(spec, jobs, files, templates, references, device, echo)
+    timings["metrics"] = time.perf_counter() - started
+
+    per_prompt = aggregate(spec, jobs, files, scores, diversity, templates)
+    metrics = {
+        "format": METRICS_FORMAT,
+        "experiment": spec.name,
+        "arms": list(spec.arms),
+        "training_seeds": list(spec.training_seeds),
+        "evaluation": {**asdict(spec.evaluation), "seeds": list(spec.evaluation.seeds), "device_used": device},
+        "models": {
+            "base": str(spec.base_job["config"]["process"][0]["model"]["name_or_path"]),
+            "clip": spec.evaluation.clip_model,
+            "dino": spec.evaluation.dino_model,
+            "lpips": spec.evaluation.lpips_net,
+        },
+        "references": [_relative_or_name(image, spec.output_dir) for image in references],
+        "prompts": _prompt_table(spec, jobs, templates),
+        "runs": runs,
+        "images": _image_records(jobs, files, scores),
+        "per_prompt": per_prompt,
+        "missing": missing,
+        **statistics(spec, per_prompt, missing),
+    }
+    path = spec.output_dir / METRICS_FILE
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    log = read_log(spec.output_dir)
+    log["evaluation"] = {"command": sys.argv, "device": device, "seconds": {k: round(v, 3) for k, v in timings.items()},
+                         "metrics_sha256": sha256_file(path), "images": len(shots)}
+    write_log(spec.output_dir, log)
+    return path
+
+
+def plan_shots(
+    spec: ExperimentSpec, jobs: Sequence[ArmJob], templates: Sequence[int]
+) -> tuple[list[Shot], dict[tuple[str, str, int, int], str]]:
+    """Every image to make, and ``(run, kind, template, seed) -> file`` (a baseline's subject and class share one)."""
+    shots: dict[tuple[str, str, int], Shot] = {}
+    files = {}
+    class_phrase = spec.subject.class_phrase
+    sources = [(job.name, {SUBJECT: job.subject_text, CLASS: class_phrase}) for job in jobs]
+    sources.append((BASE_RUN, {CLASS: class_phrase}))
+    for run, subjects in sources:
+        for kind, subject in subjects.items():
+            for template in templates:
+                prompt = EVAL_TEMPLATES[template].format(subject=subject)
+                for seed in spec.evaluation.seeds:
+                    key = (run, prompt, seed)
+                    if key not in shots:
+                        file = f"{IMAGES_FOLDER}/{run}/{kind}_p{template}_s{seed}.png"
+                        shots[key] = Shot(run, prompt, seed, file)
+                    files[(run, kind, template, seed)] = shots[key].file
+    return list(shots.values()), files
+
+
+def generate(spec: ExperimentSpec, jobs: Sequence[ArmJob], shots: Sequence[Shot], device: str,
+             echo: bool) -> dict[str, Any]:
+    """Make every shot, one pipeline per run (each run's token and LoRA are loaded into a fresh one)."""
+    from tqdm import tqdm
+
+    from ..generate import generate_images
+
+    images_dir = spec.output_dir / IMAGES_FOLDER
+    shutil.rmtree(images_dir, ignore_errors=True)  # no image of an earlier evaluation may end up in a grid
+    model = str(spec.base_job["config"]["process"][0]["model"]["name_or_path"])
+    lora_of = {job.name: job.lora_path(spec.runs_dir).resolve() for job in jobs}
+    runs: dict[str, Any] = {}
+    ev = spec.evaluation
+    negative = ev.negative_prompt if ev.true_cfg_scale > 1 else None  # diffusers uses it only with true CFG
+    with tqdm(total=len(shots), desc="generating", unit="image", disable=not echo) as bar:
+        for run in [job.name for job in jobs] + [BASE_RUN]:
+            pipe, result = _load_pipeline(model, ev, device, lora_of.get(run))
+            if result is not None:
+                job = next(job for job in jobs if job.name == run)
+                runs[run] = {
+                    "arm": job.arm,
+                    "training_seed": job.training_seed,
+                    "lora": _relative_or_name(lora_of[run], spec.output_dir),
+                    "lora_sha256": sha256_file(lora_of[run]),
+                    "lora_tensors": result.lora_tensors,
+                    "placeholders": [token.token for token in result.placeholders],
+                }
+            for shot in (s for s in shots if s.run == run):
+                bar.set_postfix_str(run)
+                [image] = generate_images(pipe, [shot.prompt], seed=shot.seed, steps=ev.steps, height=ev.height,
+                                          width=ev.width, true_cfg_scale=ev.true_cfg_scale, negative_prompt=negative)
+                target = spec.output_dir / shot.file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                image.save(target)
+                bar.update()
+            del pipe
+            _free_memory()
+    return runs
+
+
+def score(
+    spec: ExperimentSpec,
+    jobs: Sequence[ArmJob],
+    files: dict[tuple[str, str, int, int], str],
+    templates: Sequence[int],
+    references: Sequence[Path],
+    device: str,
+    echo: bool,
+) -> tuple[dict[str, dict[str, float]], dict[tuple[str, int], float], dict[str, str]]:
+    """Per file: CLIP-T, CLIP-I, DINO, image statistics; per (run, template): LPIPS diversity; and what is missing."""
+    from tqdm import tqdm
+
+    from ..metrics.diversity import LpipsScorer
+    from ..metrics.image_stats import image_stats
+    from ..metrics.similarity import ClipScorer, DinoScorer
+
+    ev = spec.evaluation
+    unique = sorted(set(files.values()))
+    paths = [spec.output_dir / file for file in unique]
+    scores: dict[str, dict[str, float]] = {file: {} for file in unique}
+    diversity: dict[tuple[str, int], float] = {}
+    missing: dict[str, str] = {}
+    template_of = {file: template for (_, _, template, _), file in files.items()}
+    class_prompts = [EVAL_TEMPLATES[template_of[file]].format(subject=spec.subject.class_phrase) for file in unique]
+
+    for file, path in tqdm(list(zip(unique, paths)), desc="image statistics", unit="image", disable=not echo):
+        scores[file].update(image_stats(path))
+
+    def clip() -> None:
+        scorer = ClipScorer.load(ev.clip_model, device=device)
+        for file, t, i in zip(unique, scorer.clip_t(paths, class_prompts), scorer.clip_i(paths, references)):
+            scores[file].update(clip_t=t, clip_i=i)
+
+    def dino() -> None:
+        scorer = DinoScorer.load(ev.dino_model, device=device)
+        for file, value in zip(unique, scorer.similarity(paths, references)):
+            scores[file]["dino"] = value
+
+    def lpips() -> None:
+        if len(ev.seeds) < 2:
+            raise MetricUnavailableError("diversity needs at least 2 evaluation seeds per prompt; list more "
+                                         "experiment.evaluation.seeds")
+        scorer = LpipsScorer.load(ev.lpips_net, device=device, allow_download=ev.allow_download)
+        for job in tqdm(jobs, desc="LPIPS diversity", unit="run", disable=not echo):
+            for template in templates:
+                group = [spec.output_dir / files[(job.name, SUBJECT, template, seed)] for seed in ev.seeds]
+                diversity[(job.name, template)] = scorer.diversity(group)
+
+    stages: list[tuple[str, Sequence[str], Callable[[], None]]] = [
+        ("CLIP", ("clip_t", "clip_i"), clip),
+        ("DINO", ("dino", "prior_leak", "token_necessity"), dino),
+        ("LPIPS", ("diversity",), lpips),
+    ]
+    for label, names, run_stage in tqdm(stages, desc="metric models", unit="model", disable=not echo):
+        try:
+            run_stage()
+        except MetricUnavailableError as error:
+            missing.update({name: f"{label}: {error}" for name in names})
+        _free_memory()
+    return scores, diversity, missing
+
+
+def aggregate(
+    spec: ExperimentSpec,
+    jobs: Sequence[ArmJob],
+    files: dict[tuple[str, str, int, int], str],
+    scores: dict[str, dict[str, float]],
+    diversity: dict[tuple[str, int], float],
+    templates: Sequence[int],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``arm -> metric -> template -> value``: means over training seeds and evaluation seeds (``base``: class_dino)."""
+    seeds = spec.evaluation.seeds
+
+    def mean_over(runs: Iterable[str], kind: str, template: int, metric: str) -> float | None:
+        values = [scores[files[(run, kind, template, seed)]].get(metric) for run in runs for seed in seeds]
+        return float(np.mean(values)) if values and None not in values else None
+
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    base = {EVAL_TEMPLATES[t]: mean_over([BASE_RUN], CLASS, t, "dino") for t in templates}
+    if None not in base.values():
+        result[BASE_RUN] = {"class_dino": base}
+    for arm in spec.arms:
+        runs = [job.name for job in jobs if job.arm == arm]
+        table: dict[str, dict[str, float]] = {}
+        for metric in ("clip_t", "clip_i", "dino", *IMAGE_STATS):
+            values = {EVAL_TEMPLATES[t]: mean_over(runs, SUBJECT, t, metric) for t in templates}
+            if None not in values.values():
+                table[metric] = values
+        class_dino = {EVAL_TEMPLATES[t]: mean_over(runs, CLASS, t, "dino") for t in templates}
+        if None not in class_dino.values() and BASE_RUN in result:
+            table["class_dino"] = class_dino
+            table["prior_leak"] = {key: class_dino[key] - base[key] for key in class_dino}
+        if all((run, t) in diversity for run in runs for t in templates):
+            table["diversity"] = {EVAL_TEMPLATES[t]: float(np.mean([diversity[(run, t)] for run in runs]))
+                                  for t in templates}
+        result[arm] = table
+    return result
+
+
+def statistics(spec: ExperimentSpec, per_prompt: dict[str, dict[str, dict[str, float]]],
+               missing: dict[str, str]) -> dict[str, Any]:
+    """Per-arm summaries with bootstrap CIs, arm-vs-baseline comparisons, prior leak and token necessity tests."""
+    ev = spec.evaluation
+
+    def compare(treatment: dict[str, float], control: dict[str, float], metric: str, names: tuple[str, str],
+                higher_is_better: bool | None) -> dict[str, Any]:
+        result = compare_arms(treatment, control, metric, names[0], names[1],
+                              higher_is_better=higher_is_better is not False, confidence=ev.confidence,
+                              n_resamples=ev.bootstrap_resamples, seed=ev.stats_seed, alpha=ev.alpha).to_dict()
+        result["direction_only"] = higher_is_better is None
+        return result
+
+    summary: dict[str, dict[str, Any]] = {}
+    for arm, table in per_prompt.items():
+        summary[arm] = {}
+        for metric, values in table.items():
+            array = np.array([values[key] for key in sorted(values)])
+            low, high = bootstrap_ci(array, ev.confidence, ev.bootstrap_resamples, ev.stats_seed)
+            summary[arm][metric] = {"mean": float(array.mean()), "ci_low": low, "ci_high": high, "n_prompts": len(array)}
+    comparisons = []
+    baseline = per_prompt[BASELINE]
+    for arm in spec.arms:
+        if arm == BASELINE:
+            continue
+        for metric, (higher_is_better, _) in ARM_METRICS.items():
+            if metric in per_prompt[arm] and metric in baseline:
+                comparisons.append(compare(per_prompt[arm][metric], baseline[metric], metric, (arm, BASELINE),
+                                           higher_is_better))
+    prior_leak, necessity = {}, {}
+    for arm in spec.arms:
+        table = per_prompt[arm]
+        if "class_dino" in table:
+            prior_leak[arm] = compare(table["class_dino"], per_prompt[BASE_RUN]["class_dino"], "class_dino",
+                                      (arm, "base model (no adapter)"), False)
+        if arm == BASELINE:
+            necessity[arm] = {"missing": "not applicable: the baseline names the subject with the class phrase "
+                                         "itself, so its prompt with and without the trigger is the same prompt"}
+        elif "dino" in table and "class_dino" in table:
+            necessity[arm] = compare(table["dino"], table["class_dino"], "dino", (f"{arm}: token", f"{arm}: class "
+                                     "phrase"), True)
+        else:
+            necessity[arm] = {"missing": missing.get("token_necessity", "DINO was not measured")}
+    return {"summary": summary, "comparisons": comparisons, "prior_leak": prior_leak, "token_necessity": necessity}
+
+
+def _load_pipeline(model: str, ev: EvaluationSpec, device: str, lora: Path | None) -> tuple[Any, LoadResult | None]:
+    """A fresh pipeline with ``lora`` (token and LoRA) applied before any offload hooks; no per-image progress bar."""
+    import torch
+
+    from ..generate import load_pipeline
+    from ..loader import load_zero_prior
+
+    offload = ev.offload != "none"
+    if offload and not torch.cuda.is_available():
+        raise ConfigError(f"experiment.evaluation.offload: {ev.offload} needs a CUDA GPU (diffusers' CPU offload "
+                          "moves weights to it as needed); set it to none")
+    pipe = load_pipeline(model, device="cpu" if offload else device, dtype=torch.bfloat16 if offload else None)
+    result = load_zero_prior(pipe, lora, lora_scale=ev.lora_scale) if lora is not None else None
+    if ev.offload == "model":
+        pipe.enable_model_cpu_offload()
+    elif ev.offload == "sequential":
+        pipe.enable_sequential_cpu_offload()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, result
+
+
+def _free_memory() -> None:
+    """Release a pipeline or metric model before the next one loads (Qwen-Image is about 40 GB in bf16)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _prompt_table(spec: ExperimentSpec, jobs: Sequence[ArmJob], templates: Sequence[int]) -> list[dict[str, Any]]:
+    subjects = {job.arm: job.subject_text for job in jobs}
+    return [{
+        "template": EVAL_TEMPLATES[t],
+        "class_prompt": EVAL_TEMPLATES[t].format(subject=spec.subject.class_phrase),
+        "subject_prompts": {arm: EVAL_TEMPLATES[t].format(subject=subject) for arm, subject in subjects.items()},
+    } for t in templates]
+
+
+def _image_records(jobs: Sequence[ArmJob], files: dict[tuple[str, str, int, int], str],
+                   scores: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """One record per (run, kind, template, seed); a baseline's subject and class records share a file."""
+    arm_of = {job.name: job.arm for job in jobs} | {BASE_RUN: None}
+    return [{"run": run, "arm": arm_of[run], "kind": kind, "template": EVAL_TEMPLATES[template], "seed": seed,
+             "file": file, "metrics": scores[file]} for (run, kind, template, seed), file in sorted(files.items())]
+
+
+
+def _relative_or_name(path: Path, root: Path) -> str:
+    """A path inside the output folder relative to it; anything else by its absolute path."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(root.resolve()))
+    except ValueError:
+        return str(path)

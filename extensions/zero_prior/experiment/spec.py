@@ -1,0 +1,353 @@
+"""``EXPERIMENT.yaml``: one base ai-toolkit job plus an ``experiment:`` block, parsed strictly once.
+
+A typo in an experiment file must not run five trainings with a default the
+user did not mean, so every key is checked: an unknown key, a wrong type or an
+out-of-range value is a ``ConfigError`` that names the full key
+(``experiment.evaluation.seeds``) and what to write instead. The file looks like::
+
+    base_job: zero_prior.yaml          # an ai-toolkit job file (relative to this file), or
+    # job: {job: extension, config: ...}   the same job inline
+    experiment:
+      output_dir: experiments/my_subject
+      arms: [baseline, zero_prior, rare_word, word_init, token_only]
+      training_seeds: [42]
+      subject: {class: person}
+      evaluation: {prompts: 8, seeds: [0, 1, 2, 3], steps: 30}
+
+``${NAME}`` fields anywhere in the experiment file and in the base job are
+filled from ``values`` (the CLI passes the environment and ``--set NAME=VALUE``);
+the base job's ``${TRAINING_FOLDER}`` is the experiment's own ``runs/`` folder.
+Nothing here touches the disk beyond reading the two files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from ..captions import EVAL_TEMPLATES, SUBJECT_PHRASES
+from ..errors import ConfigError
+from ..metrics.similarity import DEFAULT_CLIP, DEFAULT_DINO
+
+BASELINE = "baseline"
+ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only")
+PROCESS_TYPE = "zero_prior_trainer"
+LPIPS_NETS = ("alex", "vgg", "squeeze")
+OFFLOAD_MODES = ("none", "model", "sequential")
+RUNS_FOLDER = "runs"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """How the subject is named in the paired captions and in the evaluation prompts."""
+
+    subject_class: str = "person"
+    phrases: tuple[str, ...] = SUBJECT_PHRASES["person"]
+    class_word: str = "person"  # word_init's init_word
+    rare_word: str = "zwx"  # rare_word's literal trigger (no new token)
+    captions_seed: int = 0
+
+    @property
+    def class_phrase(self) -> str:
+        """The phrase of class prompts (no token) and of the baseline's evaluation prompts."""
+        return self.phrases[0]
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Held-out generation and metric settings, identical for every arm."""
+
+    prompts: int = len(EVAL_TEMPLATES)
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    steps: int = 30
+    width: int = 1024
+    height: int = 1024
+    true_cfg_scale: float = 4.0
+    negative_prompt: str = " "
+    lora_scale: float = 1.0
+    device: str | None = None
+    offload: str = "none"  # none | model | sequential (diffusers CPU offload for GPUs smaller than the model)
+    clip_model: str = DEFAULT_CLIP
+    dino_model: str = DEFAULT_DINO
+    lpips_net: str = "alex"
+    allow_download: bool = False
+    confidence: float = 0.95
+    bootstrap_resamples: int = 10_000
+    alpha: float = 0.05
+    stats_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A parsed ``EXPERIMENT.yaml``; ``base_job`` is the filled-in ai-toolkit job every arm starts from."""
+
+    path: Path
+    name: str
+    output_dir: Path
+    arms: tuple[str, ...]
+    training_seeds: tuple[int, ...]
+    subject: SubjectSpec
+    evaluation: EvaluationSpec
+    base_job: dict[str, Any] = field(repr=False)
+    base_job_source: str = "inline"
+
+    @property
+    def runs_dir(self) -> Path:
+        """ai-toolkit's ``training_folder`` of every arm."""
+        return self.output_dir / RUNS_FOLDER
+
+
+def load_spec(path: str | os.PathLike[str], values: Mapping[str, str] | None = None) -> ExperimentSpec:
+    """Read and check ``path``; ``values`` fill its ``${NAME}`` fields and the base job's.
+
+    >>> spec = load_spec("config_examples/experiment.yaml", {"SUBJECT_DIR": "/data/me"})  # doctest: +SKIP
+    >>> spec.arms  # doctest: +SKIP
+    ('baseline', 'zero_prior', 'rare_word', 'word_init', 'token_only')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file; pass the EXPERIMENT.yaml to run")
+    # An inline job's ${TRAINING_FOLDER} stays as written here: every arm's job sets its training folder.
+    text = _fill(path.read_text(encoding="utf-8"), {"TRAINING_FOLDER": "${TRAINING_FOLDER}", **(values or {})}, str(path))
+    raw = yaml.safe_load(text)
+    return parse_spec(raw, path, values or {})
+
+
+def parse_spec(raw: Any, path: Path, values: Mapping[str, str] | None = None) -> ExperimentSpec:
+    """Check an already-read experiment mapping; relative paths are relative to ``path``'s folder."""
+    top = _Block(raw, "", {"base_job", "job", "experiment"}, where=str(path))
+    block = _Block(top.get("experiment"), "experiment", {
+        "name", "output_dir", "arms", "training_seeds", "subject", "evaluation"}, required=True)
+    folder = path.parent
+    output_dir = (folder / block.string("output_dir", required=True)).resolve()
+    base_job, source = _base_job(top, folder, output_dir / RUNS_FOLDER, values or {})
+    _check_base_job(base_job, source)
+    name = block.string("name", base_job["config"].get("name"))
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"experiment.name {name!r} must be letters, digits, '_', '-' or '.'; it prefixes every job name")
+    arms = tuple(block.string_list("arms", [BASELINE, "zero_prior"]))
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown:
+        raise ConfigError(f"experiment.arms: {unknown[0]!r} is not an arm; choose from {', '.join(ARMS)}")
+    if BASELINE not in arms or len(set(arms)) != len(arms):
+        raise ConfigError(f"experiment.arms {list(arms)} must list each arm once and include {BASELINE!r} "
+                          "(every comparison is against it)")
+    seeds = tuple(block.int_list("training_seeds", [42], minimum=0))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"experiment.training_seeds {list(seeds)} repeats a seed; list each seed once")
+    return ExperimentSpec(
+        path=path.resolve(),
+        name=name,
+        output_dir=output_dir,
+        arms=arms,
+        training_seeds=seeds,
+        subject=_subject(block.get("subject")),
+        evaluation=_evaluation(block.get("evaluation")),
+        base_job=base_job,
+        base_job_source=source,
+    )
+
+
+def _subject(raw: Any) -> SubjectSpec:
+    block = _Block(raw, "experiment.subject", {"class", "phrases", "class_word", "rare_word", "captions_seed"})
+    subject_class = block.string("class", "person")
+    if block.get("phrases") is None and subject_class not in SUBJECT_PHRASES:
+        raise ConfigError(f"experiment.subject.class {subject_class!r} has no built-in phrases; choose one of "
+                          f"{sorted(SUBJECT_PHRASES)} or list experiment.subject.phrases")
+    phrases = block.string_list("phrases", list(SUBJECT_PHRASES.get(subject_class, ())))
+    if not phrases or any(not p.strip() or "," in p for p in phrases):
+        raise ConfigError(f"experiment.subject.phrases {phrases!r}: give at least one non-empty phrase without commas")
+    rare_word = block.string("rare_word", "zwx")
+    if not rare_word or any(c.isspace() or c == "," for c in rare_word):
+        raise ConfigError(f"experiment.subject.rare_word {rare_word!r} must be one word without spaces or commas")
+    return SubjectSpec(
+        subject_class=subject_class,
+        phrases=tuple(phrases),
+        class_word=block.string("class_word", subject_class),
+        rare_word=rare_word,
+        captions_seed=block.integer("captions_seed", 0, minimum=0),
+    )
+
+
+def _evaluation(raw: Any) -> EvaluationSpec:
+    defaults = EvaluationSpec()
+    block = _Block(raw, "experiment.evaluation", set(EvaluationSpec.__dataclass_fields__))
+    seeds = tuple(block.int_list("seeds", list(defaults.seeds), minimum=0))
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"experiment.evaluation.seeds {list(seeds)} repeats a seed; list each seed once")
+    lpips_net = block.string("lpips_net", defaults.lpips_net)
+    offload = block.string("offload", defaults.offload)
+    if offload not in OFFLOAD_MODES:
+        raise ConfigError(f"experiment.evaluation.offload {offload!r}: choose one of {', '.join(OFFLOAD_MODES)}")
+    if lpips_net not in LPIPS_NETS:
+        raise ConfigError(f"experiment.evaluation.lpips_net {lpips_net!r}: choose one of {', '.join(LPIPS_NETS)}")
+    return EvaluationSpec(
+        # The paired tests and the bootstrap need at least two prompts.
+        prompts=block.integer("prompts", defaults.prompts, minimum=2, maximum=len(EVAL_TEMPLATES)),
+        seeds=seeds,
+        steps=block.integer("steps", defaults.steps, minimum=1),
+        width=block.integer("width", defaults.width, minimum=16, multiple=16),
+        height=block.integer("height", defaults.height, minimum=16, multiple=16),
+        true_cfg_scale=block.number("true_cfg_scale", defaults.true_cfg_scale, minimum=0.0),
+        negative_prompt=block.string("negative_prompt", defaults.negative_prompt),
+        lora_scale=block.number("lora_scale", defaults.lora_scale, minimum=0.0),
+        device=block.string("device", None),
+        offload=offload,
+        clip_model=block.string("clip_model", defaults.clip_model),
+        dino_model=block.string("dino_model", defaults.dino_model),
+        lpips_net=lpips_net,
+        allow_download=block.boolean("allow_download", defaults.allow_download),
+        confidence=block.number("confidence", defaults.confidence, minimum=0.5, maximum=0.999),
+        bootstrap_resamples=block.integer("bootstrap_resamples", defaults.bootstrap_resamples, minimum=100),
+        alpha=block.number("alpha", defaults.alpha, minimum=0.0001, maximum=0.5),
+        stats_seed=block.integer("stats_seed", defaults.stats_seed, minimum=0),
+    )
+
+
+def _base_job(top: _Block, folder: Path, runs_dir: Path, values: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """The base ai-toolkit job from ``base_job: PATH`` or ``job:``, with its ``${NAME}`` fields filled."""
+    has_file, has_inline = top.get("base_job") is not None, top.get("job") is not None
+    if has_file == has_inline:
+        raise ConfigError("give exactly one of base_job (an ai-toolkit job file, relative to the experiment file) "
+                          "or job (the same job inline)")
+    if has_inline:
+        job = top.get("job")
+        if not isinstance(job, Mapping):
+            raise ConfigError("job must be an ai-toolkit job mapping (job: extension, config: ...), "
+                              f"got {type(job).__name__}")
+        return dict(job), "inline"
+    job_path = (folder / top.string("base_job")).resolve()
+    if not job_path.is_file():
+        raise ConfigError(f"base_job {job_path}: no such file; give the ai-toolkit job YAML the arms start from")
+    text = _fill(job_path.read_text(encoding="utf-8"), {**values, "TRAINING_FOLDER": str(runs_dir)}, str(job_path))
+    job = yaml.safe_load(text)
+    if not isinstance(job, Mapping):
+        raise ConfigError(f"base_job {job_path} is not an ai-toolkit job mapping")
+    return dict(job), str(job_path)
+
+
+def _check_base_job(job: Mapping[str, Any], source: str) -> None:
+    """The base job must be one ``zero_prior_trainer`` process whose subject is named only by the captions."""
+    where = f"base job ({source})"
+    config = job.get("config")
+    if job.get("job") != "extension" or not isinstance(config, Mapping):
+        raise ConfigError(f"{where}: must be an ai-toolkit job with 'job: extension' and a 'config:' mapping")
+    processes = config.get("process")
+    if not isinstance(processes, list) or len(processes) != 1 or not isinstance(processes[0], Mapping):
+        raise ConfigError(f"{where}: config.process must hold exactly one process; the experiment makes one job per arm")
+    process = processes[0]
+    if process.get("type") != PROCESS_TYPE:
+        raise ConfigError(f"{where}: config.process[0].type is {process.get('type')!r}; set it to {PROCESS_TYPE!r} "
+                          "(its train.train_placeholder_token switch is what the arms flip)")
+    model = process.get("model")
+    if not isinstance(model, Mapping) or not model.get("name_or_path"):
+        raise ConfigError(f"{where}: config.process[0].model.name_or_path is missing; name the Qwen-Image model")
+    datasets = process.get("datasets")
+    if not isinstance(datasets, list) or not datasets or not all(isinstance(d, Mapping) for d in datasets):
+        raise ConfigError(f"{where}: config.process[0].datasets must list the subject's image folder(s)")
+    if not any(not d.get("is_reg") for d in datasets):
+        raise ConfigError(f"{where}: every dataset is a regularisation set (is_reg); add the subject's image folder")
+    triggers = ["config.process[0].trigger_word"] if process.get("trigger_word") is not None else []
+    triggers += [f"config.process[0].datasets[{i}].trigger_word" for i, d in enumerate(datasets)
+                 if d.get("trigger_word") is not None]
+    if triggers:
+        raise ConfigError(f"{where}: {triggers[0]} is set; remove it: the experiment names the subject through "
+                          "paired caption files, and ai-toolkit would prepend the trigger word to captions that lack it")
+
+
+def _fill(text: str, values: Mapping[str, str], where: str) -> str:
+    """Fill ``${NAME}`` fields; a missing value names the field and how to give it."""
+    try:
+        return string.Template(text).substitute(values)
+    except KeyError as error:
+        name = error.args[0]
+        raise ConfigError(f"{where} needs a value for ${{{name}}}: pass --set {name}=VALUE "
+                          "(or set the environment variable)") from None
+    except ValueError as error:
+        raise ConfigError(f"{where}: a '$' that is not a ${{NAME}} field ({error}); write $$ for a literal '$'") from None
+
+
+class _Block:
+    """One YAML mapping read key by key; every error names ``path.key``."""
+
+    def __init__(self, raw: Any, path: str, known: set[str], required: bool = False, where: str | None = None) -> None:
+        label = path or where or "experiment file"
+        if raw is None and required:
+            raise ConfigError(f"{label} is missing; add an '{path}:' block")
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{label} must be a mapping of settings, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+            raise ConfigError(f"{key} is not an experiment setting ({label}); known keys: {', '.join(sorted(known))}")
+        self.raw, self.path = raw, path
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str) -> Any:
+        return self.raw.get(name)
+
+    def string(self, name: str, default: Any = None, required: bool = False) -> Any:
+        value = self.raw.get(name, default)
+        if value is None and required:
+            raise ConfigError(f"{self.key(name)} is missing")
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{self.key(name)} must be a string, got {type(value).__name__} {value!r}")
+        return value
+
+    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None,
+                multiple: int | None = None) -> int:
+        value = self.raw.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)} must be an integer, got {type(value).__name__} {value!r}")
+        self._range(name, value, minimum, maximum)
+        if multiple and value % multiple:
+            raise ConfigError(f"{self.key(name)} must be a multiple of {multiple}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
+        value = self.raw.get(name, default)
+        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)} must be a number, got {type(value).__name__} {value!r}")
+        self._range(name, float(value), minimum, maximum)
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)} must be true or false, got {value!r}")
+        return value
+
+    def int_list(self, name: str, default: Sequence[int], minimum: int | None = None) -> list[int]:
+        value = self.raw.get(name, default)
+        if not isinstance(value, list) or not value or any(not isinstance(v, int) or isinstance(v, bool) for v in value):
+            raise ConfigError(f"{self.key(name)} must be a non-empty list of integers, e.g. [0, 1], got {value!r}")
+        for item in value:
+            self._range(name, item, minimum, None)
+        return list(value)
+
+    def string_list(self, name: str, default: Sequence[str]) -> list[str]:
+        value = self.raw.get(name, default)
+        if not isinstance(value, list) or not value or any(not isinstance(v, str) for v in value):
+            raise ConfigError(f"{self.key(name)} must be a non-empty list of strings, got {value!r}")
+        return list(value)
+
+    def _range(self, name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigError(f"{self.key(name)} must be {bounds}, got {value}")

@@ -1,0 +1,364 @@
+"""The experiment: strict spec, arm jobs that differ only in the arm, the runner's log, and one real run.
+
+Everything but the last test runs without ai-toolkit: the runner is exercised
+against a stand-in checkout whose ``run.py`` writes a LoRA file (or fails on
+request). The end-to-end test trains baseline and zero-prior on the tiny
+Qwen-Image through real ai-toolkit, evaluates them with tiny random CLIP and
+DINOv2 models, and checks that evaluating again writes the same metrics.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import json
+import sqlite3
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from safetensors.numpy import save_file
+from zero_prior.aitk.launch import AI_TOOLKIT_ENV, find_ai_toolkit
+from zero_prior.cli import main
+from zero_prior.errors import ConfigError, ZeroPriorError
+from zero_prior.experiment import ExperimentError
+from zero_prior.experiment.arms import build_arm_jobs, job_differences
+from zero_prior.experiment.evaluate import BASE_RUN, CLASS, SUBJECT, evaluate_experiment, plan_shots
+from zero_prior.experiment.runner import LOG_FILE, check_token_only_lora, prepare_captions, run_experiment, sha256_file
+from zero_prior.experiment.spec import load_spec
+from zero_prior.testbed import make_subject_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "config_examples"
+ALL_ARMS = ["baseline", "zero_prior", "rare_word", "word_init", "token_only"]
+AI_TOOLKIT_ONLY_PACKAGES = ("optimum", "lycoris", "oyaml", "dotenv")
+
+FAKE_RUN = '''
+import os, sys
+import numpy as np, yaml
+from pathlib import Path
+from safetensors.numpy import save_file
+
+config = yaml.safe_load(open(sys.argv[-1]))
+name = config["config"]["name"]
+print(f"stand-in run.py: {name}")
+if os.environ.get("FAKE_FAIL", "\\0") in name:
+    print("stand-in failure", file=sys.stderr)
+    sys.exit(3)
+root = Path(config["config"]["process"][0]["training_folder"]) / name
+root.mkdir(parents=True, exist_ok=True)
+tensors = {"x.lora_A.weight": np.ones((2, 2), np.float32), "x.lora_B.weight": np.zeros((2, 2), np.float32)}
+save_file(tensors, str(root / f"{name}.safetensors"))
+'''
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    return make_subject_dataset(tmp_path / "subject", num_images=3, size=32, seed=0)[0].parent
+
+
+def write_spec(folder: Path, dataset: Path, experiment: dict[str, Any] | None = None, **top: Any) -> Path:
+    """An experiment file on the tiny CPU job; ``experiment`` entries replace the defaults below."""
+    block = {"output_dir": "out", "arms": ALL_ARMS, "subject": {"class": "object", "class_word": "fish"}}
+    block.update(experiment or {})
+    raw = {"base_job": str(EXAMPLES / "tiny_cpu.yaml"), "experiment": block, **top}
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def values(dataset: Path) -> dict[str, str]:
+    return {"MODEL_PATH": "/models/tiny", "DATASET_PATH": str(dataset)}
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+def test_example_experiments_parse_and_build_every_arm(tmp_path: Path, dataset: Path) -> None:
+    tiny = load_spec(EXAMPLES / "experiment_tiny.yaml", {**values(dataset), "OUTPUT_DIR": str(tmp_path / "out"),
+                                                         "CLIP_MODEL": "/clip", "DINO_MODEL": "/dino"})
+    assert (tiny.arms, tiny.evaluation.prompts, tiny.evaluation.seeds) == (("baseline", "zero_prior"), 2, (0, 1))
+    assert tiny.runs_dir == tmp_path / "out" / "runs"
+    assert tiny.base_job["config"]["process"][0]["training_folder"] == str(tiny.runs_dir)
+    real = load_spec(EXAMPLES / "experiment.yaml")
+    assert real.arms == tuple(ALL_ARMS) and real.evaluation.clip_model == "openai/clip-vit-large-patch14"
+    assert [job.arm for job in build_arm_jobs(real)] == ALL_ARMS  # each passes the trainer's own checks
+
+
+@pytest.mark.parametrize("experiment, top, message", [
+    ({}, {"experimnet": {}}, "experimnet is not an experiment setting"),
+    ({"arm": ["baseline"]}, {}, "experiment.arm is not an experiment setting (experiment); known keys: arms, "
+                                "evaluation, name, output_dir, subject, training_seeds"),
+    ({"subject": {"klass": "dog"}}, {}, "experiment.subject.klass is not an experiment setting"),
+    ({"evaluation": {"seed": [0]}}, {}, "experiment.evaluation.seed is not an experiment setting"),
+    ({"arms": ["zero_prior"]}, {}, "experiment.arms ['zero_prior'] must list each arm once and include 'baseline'"),
+    ({"arms": ["baseline", "lora_only"]}, {}, "experiment.arms: 'lora_only' is not an arm; choose from baseline,"),
+    ({"training_seeds": "42"}, {}, "experiment.training_seeds must be a non-empty list of integers"),
+    ({"evaluation": {"prompts": 1}}, {}, "experiment.evaluation.prompts must be between 2 and 8, got 1"),
+    ({"evaluation": {"width": 100}}, {}, "experiment.evaluation.width must be a multiple of 16, got 100"),
+    ({"evaluation": {"seeds": [0, 0]}}, {}, "experiment.evaluation.seeds [0, 0] repeats a seed"),
+    ({"evaluation": {"offload": True}}, {}, "experiment.evaluation.offload must be a string, got bool True"),
+    ({"subject": {"class": "robot"}}, {}, "experiment.subject.class 'robot' has no built-in phrases"),
+    ({}, {"job": {"job": "extension"}}, "give exactly one of base_job"),
+], ids=["top", "experiment", "subject", "evaluation", "no_baseline", "unknown_arm", "seeds_type", "prompts",
+        "width", "repeated_seed", "offload_type", "subject_class", "two_jobs"])
+def test_spec_errors_name_the_key(tmp_path: Path, dataset: Path, experiment: dict, top: dict, message: str) -> None:
+    path = write_spec(tmp_path, dataset, experiment, **top)
+    with pytest.raises(ConfigError) as raised:
+        load_spec(path, values(dataset))
+    assert str(raised.value).startswith(message)
+
+
+def test_missing_value_and_base_job_refusals(tmp_path: Path, dataset: Path) -> None:
+    path = write_spec(tmp_path, dataset)
+    with pytest.raises(ConfigError, match=r"tiny_cpu.yaml needs a value for \$\{MODEL_PATH\}: pass --set MODEL_PATH="):
+        load_spec(path, {"DATASET_PATH": str(dataset)})
+    job = yaml.safe_load((EXAMPLES / "tiny_cpu.yaml").read_text())
+    job["config"]["process"][0].update(trigger_word="fish")
+    inline = write_spec(tmp_path, dataset, job=job)
+    raw = yaml.safe_load(inline.read_text())
+    del raw["base_job"]
+    inline.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"base job \(inline\): config.process\[0\].trigger_word is set; remove it"):
+        load_spec(inline, values(dataset))
+    job["config"]["process"][0].update(trigger_word=None, type="sd_trainer")
+    inline.write_text(yaml.safe_dump({"job": job, "experiment": raw["experiment"]}))
+    with pytest.raises(ConfigError, match=r"config.process\[0\].type is 'sd_trainer'; set it to 'zero_prior_trainer'"):
+        load_spec(inline, values(dataset))
+
+
+# --- the arms ------------------------------------------------------------------------------------
+
+
+def test_arm_jobs_differ_only_in_what_the_arm_changes(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, dataset), values(dataset))
+    jobs = {job.arm: job for job in build_arm_jobs(spec)}
+    base = jobs["baseline"].job
+    process = "config.process[0]"
+
+    def diff(arm: str) -> dict[str, tuple[Any, Any]]:
+        changes = job_differences(base, jobs[arm].job)
+        assert changes.pop("config.name") == ("tiny_zero_prior_baseline_seed42", f"tiny_zero_prior_{arm}_seed42")
+        return changes
+
+    assert diff("zero_prior") == {f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
+                                  f"{process}.train.train_placeholder_token": (False, True)}
+    assert diff("rare_word") == {f"{process}.datasets[0].caption_ext": ("baseline.txt", "rare_word.txt")}
+    assert diff("word_init") == {f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
+                                 f"{process}.placeholder.init": ("zero_prior", "word"),
+                                 f"{process}.placeholder.init_word": (None, "fish"),
+                                 f"{process}.train.train_placeholder_token": (False, True)}
+    assert diff("token_only") == {f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
+                                  f"{process}.train.lr": (0.001, 0.0),
+                                  f"{process}.train.train_placeholder_token": (False, True)}
+    # The bookkeeping every arm shares, against the base job as the user wrote it.
+    assert job_differences(spec.base_job, base) == {
+        "config.name": ("tiny_zero_prior", "tiny_zero_prior_baseline_seed42"),
+        f"{process}.datasets[0].caption_ext": ("txt", "baseline.txt"),
+        f"{process}.logging.use_ui_logger": (None, True),
+        f"{process}.train.train_placeholder_token": (True, False),
+    }
+    assert {arm: (job.subject_text, job.placeholder_token) for arm, job in jobs.items()} == {
+        "baseline": ("an object", None), "zero_prior": ("<zwx>", "<zwx>"),
+        "rare_word": ("zwx", None), "word_init": ("<zwx>", "<zwx>"), "token_only": ("<zwx>", "<zwx>")}
+
+
+def test_each_training_seed_is_its_own_job(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, dataset, {"arms": ["baseline", "zero_prior"], "training_seeds": [1, 2]}),
+                     values(dataset))
+    jobs = build_arm_jobs(spec)
+    assert [(job.arm, job.training_seed) for job in jobs] == [("baseline", 1), ("zero_prior", 1),
+                                                              ("baseline", 2), ("zero_prior", 2)]
+    process = "config.process[0]"
+    assert job_differences(jobs[0].job, jobs[2].job) == {
+        "config.name": ("tiny_zero_prior_baseline_seed1", "tiny_zero_prior_baseline_seed2"),
+        f"{process}.placeholder.seed": (1, 2), f"{process}.training_seed": (1, 2)}
+
+
+def test_token_only_keeps_the_placeholder_rate_and_needs_an_exact_optimizer(tmp_path: Path, dataset: Path) -> None:
+    job = yaml.safe_load((EXAMPLES / "tiny_cpu.yaml").read_text())
+    process = job["config"]["process"][0]
+    del process["placeholder"]["lr"]
+    process["train"]["embedding_lr"] = 5e-4
+    raw = yaml.safe_load(write_spec(tmp_path, dataset).read_text())
+    raw.pop("base_job")
+    (tmp_path / "inline.yaml").write_text(yaml.safe_dump({"job": job, **raw}))
+    spec = load_spec(tmp_path / "inline.yaml", values(dataset))
+    token_only = next(job for job in build_arm_jobs(spec) if job.arm == "token_only").job["config"]["process"][0]
+    assert (token_only["placeholder"]["lr"], token_only["train"]["lr"]) == (5e-4, 0.0)
+    process["train"]["optimizer"] = "prodigy"
+    (tmp_path / "inline.yaml").write_text(yaml.safe_dump({"job": job, **raw}))
+    with pytest.raises(ConfigError, match=r"train.optimizer 'prodigy' cannot run the token_only arm: it freezes the "
+                                          r"LoRA with learning rate 0, which only adam, adamw, adam8bit, adamw8bit"):
+        build_arm_jobs(load_spec(tmp_path / "inline.yaml", values(dataset)))
+
+
+def test_token_only_result_must_have_a_zero_lora(tmp_path: Path) -> None:
+    path = tmp_path / "lora.safetensors"
+    save_file({"a.lora_A.weight": np.ones((2, 2), np.float32), "a.lora_B.weight": np.zeros((2, 2), np.float32)}, str(path))
+    assert check_token_only_lora(path) == 1
+    save_file({"a.lora_A.weight": np.ones((2, 2), np.float32), "a.lora_B.weight": np.ones((2, 2), np.float32)}, str(path))
+    with pytest.raises(ExperimentError, match="1 of 1 lora_B tensors are non-zero"):
+        check_token_only_lora(path)
+
+
+def test_baseline_subject_images_are_its_class_images(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, dataset, {"arms": ["baseline", "zero_prior"],
+                                                    "evaluation": {"prompts": 2, "seeds": [3, 4]}}), values(dataset))
+    jobs = build_arm_jobs(spec)
+    shots, files = plan_shots(spec, jobs, [0, 1])
+    baseline, zero_prior = (job.name for job in jobs)
+    assert files[(baseline, SUBJECT, 1, 4)] == files[(baseline, CLASS, 1, 4)]
+    assert files[(zero_prior, SUBJECT, 1, 4)] != files[(zero_prior, CLASS, 1, 4)]
+    assert len(shots) == 2 * 2 * (1 + 2 + 1)  # prompts x seeds x (baseline + zero_prior's two kinds + base)
+    assert {shot.prompt for shot in shots if shot.run == BASE_RUN} == {
+        "a photo of an object on a beach at sunset", "a photo of an object in a snowy forest"}
+    assert {shot.seed for shot in shots} == {3, 4}
+
+
+# --- captions and the runner (stand-in ai-toolkit) --------------------------------------------------
+
+
+def test_captions_are_written_once_and_then_checked(tmp_path: Path, dataset: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, dataset), values(dataset))
+    [summary] = prepare_captions(spec)
+    assert (summary["images"], summary["written"]) == (3, 9)
+    captions = {mode: (dataset / f"000.{mode}.txt").read_text() for mode in ("baseline", "zero_prior", "rare_word")}
+    assert captions["zero_prior"].replace("<zwx>", "zwx") == captions["rare_word"]
+    assert prepare_captions(spec)[0]["written"] == 0
+    (dataset / "001.zero_prior.txt").write_text("a photo of sks")
+    with pytest.raises(ExperimentError, match=r"001.zero_prior.txt holds a different caption than this experiment plans"):
+        prepare_captions(spec)
+
+
+@pytest.fixture
+def fake_ai_toolkit(tmp_path: Path) -> Path:
+    """A folder that passes as an ai-toolkit checkout; its run.py writes a LoRA or fails when asked."""
+    root = tmp_path / "fake_ai_toolkit"
+    for name in ("toolkit/extension.py", "extensions_built_in/sd_trainer/SDTrainer.py", "extensions/.keep"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+    (root / "run.py").write_text(textwrap.dedent(FAKE_RUN))
+    return root
+
+
+def test_runner_logs_commands_versions_seeds_hashes_and_timings(tmp_path: Path, dataset: Path,
+                                                               fake_ai_toolkit: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, dataset, {"arms": ["baseline", "zero_prior", "token_only"]}), values(dataset))
+    run_experiment(spec, ai_toolkit=fake_ai_toolkit, evaluate=False, echo=False)
+    log = json.loads((spec.output_dir / LOG_FILE).read_text())
+    assert [(a["arm"], a["status"], a["returncode"]) for a in log["arms"]] == [
+        ("baseline", "trained", 0), ("zero_prior", "trained", 0), ("token_only", "trained", 0)]
+    for entry, job in zip(log["arms"], build_arm_jobs(spec)):
+        assert entry["command"][1:] == ["run.py", str(spec.output_dir / "jobs" / f"{job.name}.yaml")]
+        assert entry["job_sha256"] == sha256_file(spec.output_dir / entry["job_file"])
+        assert entry["outputs"] == {f"runs/{job.name}/{job.name}.safetensors": sha256_file(job.lora_path(spec.runs_dir))}
+        assert entry["seconds"] > 0 and f"stand-in run.py: {job.name}" in (spec.output_dir / entry["log"]).read_text()
+    assert log["arms"][2]["lora_frozen"] == {"lora_b_tensors": 1, "all_zero": True}
+    environment = log["environment"]
+    assert environment["ai_toolkit"] == {"path": str(fake_ai_toolkit), "commit": None}
+    assert {"torch", "diffusers", "transformers", "zero-prior"} <= {k for k, v in environment["libraries"].items() if v}
+    assert log["seeds"] == {"training": [42], "placeholder_init": [42], "captions": 0, "evaluation": [0, 1, 2, 3],
+                            "statistics": 0}
+    assert log["inputs"]["dataset"][str(dataset / "000.png")] == sha256_file(dataset / "000.png")
+    assert len(log["inputs"]["dataset"]) == 3 * 4  # each image and its three caption files
+    assert log["inputs"]["model"]["sha256"] is None and "not hashed" in log["inputs"]["model"]["missing"]
+
+    # A rerun reuses finished arms; a changed job refuses to mix with the old run unless --fresh.
+    run_experiment(spec, ai_toolkit=fake_ai_toolkit, evaluate=False, echo=False)
+    reused = json.loads((spec.output_dir / LOG_FILE).read_text())["arms"]
+    assert [a["status"] for a in reused] == ["reused"] * 3
+    assert [(a["command"], a["seconds"]) for a in reused] == [(a["command"], a["seconds"]) for a in log["arms"]]
+    longer = copy.deepcopy(spec.base_job)
+    longer["config"]["process"][0]["train"]["steps"] = 5
+    changed = dataclasses.replace(spec, base_job=longer)
+    with pytest.raises(ExperimentError, match="holds a run of a different job than .* pass --fresh to retrain"):
+        run_experiment(changed, ai_toolkit=fake_ai_toolkit, evaluate=False, echo=False)
+    run_experiment(changed, ai_toolkit=fake_ai_toolkit, fresh=True, evaluate=False, echo=False)
+    assert [a["status"] for a in json.loads((spec.output_dir / LOG_FILE).read_text())["arms"]] == ["trained"] * 3
+
+
+def test_a_failed_arm_stops_the_experiment_with_its_log(tmp_path: Path, dataset: Path, fake_ai_toolkit: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, dataset, {"arms": ["baseline", "zero_prior", "rare_word"]}), values(dataset))
+    with pytest.raises(ExperimentError) as raised:
+        run_experiment(spec, ai_toolkit=fake_ai_toolkit, evaluate=False, echo=False,
+                       env={"FAKE_FAIL": "prior_zero_prior_seed"})  # "_zero_prior_seed" names only that arm
+    log_path = spec.output_dir / "logs" / f"{spec.name}_zero_prior_seed42.log"
+    assert str(raised.value).startswith(f"arm zero_prior (training seed 42) failed (exit code 3); its log: {log_path}")
+    assert "stand-in failure" in str(raised.value) and "stand-in failure" in log_path.read_text()
+    log = json.loads((spec.output_dir / LOG_FILE).read_text())
+    assert [(a["arm"], a["status"]) for a in log["arms"]] == [("baseline", "trained"), ("zero_prior", "failed"),
+                                                              ("rare_word", "pending")]
+    assert "outputs" not in log["arms"][2] and not (spec.output_dir / "logs" / f"{spec.name}_rare_word_seed42.log").exists()
+
+
+def test_cli_dry_run_prints_each_arms_changes(tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_spec(tmp_path, dataset, {"arms": ["baseline", "rare_word"]})
+    assert main(["experiment", str(path), "--dry-run", "--set", "MODEL_PATH=/m", "--set", f"DATASET_PATH={dataset}"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny_zero_prior_baseline_seed42: the reference" in out
+    assert "config.process[0].datasets[0].caption_ext: 'baseline.txt' -> 'rare_word.txt'" in out
+    assert main(["experiment", str(path), "--set", "MODEL_PATH"]) == 1
+    assert "--set 'MODEL_PATH': write NAME=VALUE" in capsys.readouterr().err
+
+
+# --- real ai-toolkit, tiny model -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ai_toolkit() -> Path:
+    try:
+        checkout = find_ai_toolkit()
+    except ZeroPriorError as error:
+        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}")
+    missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
+    return checkout
+
+
+def test_tiny_experiment_end_to_end_through_ai_toolkit(
+    ai_toolkit: Path, tiny_pipeline_dir: Path, tiny_clip_dir: Path, tiny_dino_dir: Path,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    work = tmp_path_factory.mktemp("experiment")
+    dataset = make_subject_dataset(work / "subject", num_images=4, size=64, seed=0)[0].parent
+    spec = load_spec(EXAMPLES / "experiment_tiny.yaml", {
+        "MODEL_PATH": str(tiny_pipeline_dir), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(work / "out"),
+        "CLIP_MODEL": str(tiny_clip_dir), "DINO_MODEL": str(tiny_dino_dir)})
+    result = run_experiment(spec, ai_toolkit=ai_toolkit, echo=False, env={"HF_HUB_OFFLINE": "1"})
+    out = spec.output_dir
+
+    metrics = json.loads(result.metrics.read_text())
+    baseline, zero_prior = (job.name for job in build_arm_jobs(spec))
+    assert metrics["runs"][baseline]["placeholders"] == [] and metrics["runs"][zero_prior]["placeholders"] == ["<zwx>"]
+    assert metrics["runs"][zero_prior]["lora_sha256"] == sha256_file(out / "runs" / zero_prior / f"{zero_prior}.safetensors")
+    assert len(metrics["images"]) == 2 * 2 * (2 + 2 + 1)  # prompts x seeds x (2 runs x 2 kinds + base)
+    assert all((out / image["file"]).is_file() for image in metrics["images"])
+    for arm in ("baseline", "zero_prior"):
+        assert {"clip_t", "clip_i", "dino", "prior_leak", "brightness"} <= set(metrics["summary"][arm])
+    assert {c["metric"] for c in metrics["comparisons"]} >= {"clip_t", "clip_i", "dino", "prior_leak"}
+    assert "diversity" in metrics["summary"]["zero_prior"] or "LPIPS" in metrics["missing"]["diversity"]
+    assert "not applicable" in metrics["token_necessity"]["baseline"]["missing"]
+    assert metrics["token_necessity"]["zero_prior"]["treatment"] == "zero_prior: token"
+
+    report = result.report.read_text()
+    assert "## Each arm against baseline" in report and "![subject prompts" in report
+    assert (out / "grid_subject_seed0.png").is_file() and (out / "grid_class_seed1.png").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "loss.png").is_file() and (out / "placeholder_norm.png").is_file()
+    else:
+        assert "plots not made: matplotlib is not installed" in report
+    with sqlite3.connect(out / "runs" / zero_prior / "loss_log.db") as db:
+        keys = {key for (key,) in db.execute("SELECT DISTINCT key FROM metrics")}
+    assert {"loss/loss", "placeholder/<zwx>/norm"} <= keys
+
+    log = json.loads((out / LOG_FILE).read_text())
+    assert [a["status"] for a in log["arms"]] == ["trained", "trained"] and log["evaluation"]["images"] == 16
+    first = result.metrics.read_bytes()
+    evaluate_experiment(spec, echo=False)
+    assert result.metrics.read_bytes() == first  # same seeds, same CPU: the same metrics.json, byte for byte
