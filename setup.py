@@ -44,8 +44,11 @@ setup(
     extras_require={
         # dashscope ships the real Qwen2.5-VL BPE ranks (qwen.tiktoken) that the
         # tiny test bed turns into the real tokenizer; nothing of it is imported.
-        "test": ["pytest>=8.0", "dashscope>=1.20"],
+        # cog: tests/test_cog.py runs the Cog predictor and trainer in-process.
+        "test": ["pytest>=8.0", "dashscope>=1.20", "cog>=0.23,<0.24"],
         "eval": ["scipy>=1.10", "lpips>=0.1.4", "matplotlib>=3.7"],
+        # cog/predict.py and cog/train.py (BasePredictor/predict(): deprecated in 0.23, kept by Replicate's clients).
+        "cog": ["cog>=0.23,<0.24"],
     },
     entry_points={"console_scripts": ["zero-prior=zero_prior.cli:main"]},
 )

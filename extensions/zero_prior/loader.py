@@ -1,17 +1,20 @@
-"""``load_zero_prior``: apply a zero-prior LoRA file to a diffusers ``QwenImagePipeline``.
+"""``load_zero_prior``: apply a zero-prior LoRA to a diffusers ``QwenImagePipeline``.
 
-Reading and checking come first and touch nothing (file format, checksum,
+The LoRA comes as its ``.safetensors`` file, a ``weights.zip`` or an exported
+folder (``archive.open_weights`` reads and cross-checks those). Reading and
+checking come first and touch nothing (package layout, file format, checksum,
 version, hidden size, token conflicts, the LoRA tensors themselves); only
 then, in one fenced block, are the tokens registered, the learned vectors
-written into their embedding rows (never shrinking the vocabulary) and the
-LoRA loaded at the asked strength. A file without zero-prior metadata (a
-baseline run) loads as a plain LoRA with a notice.
+(times ``token_scale``) written into their embedding rows (never shrinking the
+vocabulary) and the LoRA loaded at the asked strength. A file without
+zero-prior metadata (a baseline run) loads as a plain LoRA with a notice.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,9 +23,10 @@ from typing import Any
 
 import torch
 
+from .archive import WeightsPackage, open_weights
 from .config import PlaceholderConfig
 from .errors import FormatError, PlaceholderError
-from .format import PlaceholderRecord, ZeroPriorMetadata, read_zero_prior
+from .format import PlaceholderRecord, ZeroPriorMetadata
 from .placeholder import ensure_embedding_rows
 from .tokens import RegisteredToken, check_placeholders, expand_prompt, register_placeholders
 
@@ -37,6 +41,7 @@ class LoadResult:
     adapter_name: str
     lora_scale: float
     lora_tensors: int
+    token_scale: float = 1.0
     placeholders: list[RegisteredToken] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
@@ -46,8 +51,9 @@ class LoadResult:
         """One human-readable line per fact."""
         lines = [f"loaded {self.path.name}: {self.lora_tensors} LoRA tensors as adapter "
                  f"{self.adapter_name!r} at scale {self.lora_scale}"]
+        scaled = "" if self.token_scale == 1.0 else f", vector x {self.token_scale}"
         for token in self.placeholders:
-            state = "already present, same vector" if token.token in self.reused else "registered"
+            state = ("already present, same vector" if token.token in self.reused else "registered") + scaled
             lines.append(f"placeholder {token.token!r}: ids {list(token.token_ids)} ({state})")
         lines.extend(self.notices)
         return "\n".join(lines)
@@ -58,32 +64,46 @@ def load_zero_prior(
     path: str | os.PathLike[str],
     lora_scale: float = 1.0,
     adapter_name: str | None = None,
+    token_scale: float = 1.0,
 ) -> LoadResult:
-    """Load a zero-prior LoRA file into ``pipe`` (a diffusers ``QwenImagePipeline``).
+    """Load a zero-prior LoRA into ``pipe`` (a diffusers ``QwenImagePipeline``).
+
+    ``path`` is the LoRA ``.safetensors``, a ``weights.zip`` or a folder from
+    ``zero-prior export``. ``token_scale`` multiplies the learned vectors before
+    they are written: 0 gives the token an all-zero row (about where training
+    started), 1 the trained vector.
 
     >>> pipe = QwenImagePipeline.from_pretrained("Qwen/Qwen-Image")  # doctest: +SKIP
     >>> print(load_zero_prior(pipe, "my_subject.safetensors").summary())  # doctest: +SKIP
     >>> image = pipe("a photo of <zwx> on a beach").images[0]  # doctest: +SKIP
     """
-    path = Path(path)
-    meta = read_zero_prior(path)
-    name = adapter_name or _adapter_name(path)
-    plan = _plan_placeholders(pipe, meta, path) if meta is not None else []
+    if not math.isfinite(token_scale):
+        raise PlaceholderError(f"token_scale must be a finite number, got {token_scale!r}; 1.0 is the trained vector")
+    with open_weights(path) as package:
+        return _load(pipe, package, float(lora_scale), adapter_name, float(token_scale))
+
+
+def _load(
+    pipe: Any, package: WeightsPackage, lora_scale: float, adapter_name: str | None, token_scale: float
+) -> LoadResult:
+    meta, label, lora = package.record, package.label, package.lora_file
+    name = adapter_name or _adapter_name(package.source)
+    plan = _plan_placeholders(pipe, meta, label, token_scale) if meta is not None else []
     # Read (and convert) the LoRA once up front so a bad file fails before any change;
     # the path, not this dict, is loaded below so diffusers also sees the file's own metadata.
     # Folder + weight_name: diffusers refuses a bare file path under HF_HUB_OFFLINE=1.
-    source = {"pretrained_model_name_or_path_or_dict": str(path.parent), "weight_name": path.name}
+    source = {"pretrained_model_name_or_path_or_dict": str(lora.parent), "weight_name": lora.name}
     lora_tensors = len(pipe.lora_state_dict(**source))
     if name in _adapter_names(pipe):
-        raise PlaceholderError(f"{path}: this pipeline already has an adapter named {name!r}; pass adapter_name")
+        raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass adapter_name")
 
     # --- everything is checked; from here on the pipeline changes ---
     pipe.load_lora_weights(**source, adapter_name=name)
-    pipe.set_adapters([name], adapter_weights=[float(lora_scale)])
-    result = LoadResult(path, name, float(lora_scale), lora_tensors, metadata=meta)
+    pipe.set_adapters([name], adapter_weights=[lora_scale])
+    result = LoadResult(package.source, name, lora_scale, lora_tensors, token_scale, metadata=meta)
     if meta is None:
         result.notices.append(
-            f"{path.name} has no zero-prior metadata: loaded as a plain LoRA (a baseline run); "
+            f"{package.source.name} has no zero-prior metadata: loaded as a plain LoRA (a baseline run); "
             "no placeholder token was registered"
         )
         logger.warning(result.notices[-1])
@@ -95,7 +115,7 @@ def load_zero_prior(
             continue
         [registered] = register_placeholders(pipe.tokenizer, [_config(record)], check=False)
         ensure_embedding_rows(pipe.text_encoder, registered.token_ids)
-        _write_rows(pipe.text_encoder, registered, record.vectors)
+        _write_rows(pipe.text_encoder, registered, record.vectors * token_scale)
         result.placeholders.append(registered)
     if any(token.num_vectors > 1 for token in result.placeholders):
         _install_prompt_expansion(pipe, result.placeholders)
@@ -103,7 +123,7 @@ def load_zero_prior(
 
 
 def _plan_placeholders(
-    pipe: Any, meta: ZeroPriorMetadata, path: Path
+    pipe: Any, meta: ZeroPriorMetadata, path: str, token_scale: float
 ) -> list[tuple[PlaceholderRecord, RegisteredToken | None]]:
     """Check every placeholder against the pipeline; return (record, already-registered token)."""
     embedding = pipe.text_encoder.get_input_embeddings()
@@ -120,7 +140,7 @@ def _plan_placeholders(
             raise FormatError(f"{path}: placeholder {record.token!r} lists entries {record.token_strings}, "
                               f"expected {list(config.token_strings)}")
         present = [entry for entry in record.token_strings if entry in vocab]
-        plan.append((record, _existing(pipe, record, present, path) if present else None))
+        plan.append((record, _existing(pipe, record, present, path, token_scale) if present else None))
     check_placeholders(pipe.tokenizer, [_config(record) for record, existing in plan if existing is None])
     return plan
 
@@ -129,17 +149,21 @@ def _config(record: PlaceholderRecord) -> PlaceholderConfig:
     return PlaceholderConfig(token=record.token, num_vectors=record.num_vectors, lstrip=record.lstrip)
 
 
-def _existing(pipe: Any, record: PlaceholderRecord, present: list[str], path: Path) -> RegisteredToken:
-    """A token that is already registered may be reused only with the very same vector."""
+def _existing(
+    pipe: Any, record: PlaceholderRecord, present: list[str], path: str, token_scale: float
+) -> RegisteredToken:
+    """A token that is already registered may be reused only with the very same (scaled) vector."""
     if len(present) != len(record.token_strings):
         raise PlaceholderError(f"{path}: only some entries of placeholder {record.token!r} are in the tokenizer "
                                f"({present}); load it into a fresh pipeline")
     ids = tuple(pipe.tokenizer.convert_tokens_to_ids(list(record.token_strings)))
     weight = pipe.text_encoder.get_input_embeddings().weight
-    if max(ids) >= weight.shape[0] or not torch.equal(weight[list(ids)].detach().cpu(), record.vectors.to(weight.dtype)):
+    rows = (record.vectors * token_scale).to(weight.dtype)
+    if max(ids) >= weight.shape[0] or not torch.equal(weight[list(ids)].detach().cpu(), rows):
         raise PlaceholderError(
             f"{path}: placeholder token {record.token!r} is already registered in this pipeline with a "
-            "different vector; load it into a fresh pipeline or rename the token"
+            f"different vector (or another token_scale than {token_scale}); load it into a fresh pipeline "
+            "or rename the token"
         )
     return RegisteredToken(record.token, tuple(record.token_strings), ids, record.lstrip)
 

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 # Subcommand modules, in the order the data path runs.
-SUBCOMMANDS = ("demo", "tiny_model", "install", "captions", "inspect", "generate", "experiment", "evaluate")
+SUBCOMMANDS = ("demo", "tiny_model", "install", "captions", "inspect", "generate", "export", "experiment", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
