@@ -30,6 +30,28 @@ def qwen_tokenizer():
     return load_qwen_tokenizer()
 
 
+# Packages only ai-toolkit's requirements bring; without them its run.py cannot start.
+AI_TOOLKIT_ONLY_PACKAGES = ("optimum", "lycoris", "oyaml", "dotenv")
+
+
+@pytest.fixture(scope="session")
+def ai_toolkit_checkout() -> Path:
+    """The ai-toolkit checkout ($AI_TOOLKIT_DIR, else ~/ai-toolkit); skips, saying why, when it cannot run."""
+    import importlib.util
+
+    from zero_prior.aitk.launch import AI_TOOLKIT_ENV, find_ai_toolkit
+    from zero_prior.errors import ZeroPriorError
+
+    try:
+        checkout = find_ai_toolkit()
+    except ZeroPriorError as error:
+        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}")
+    missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
+    return checkout
+
+
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A random CLIP with a byte-level tokenizer, saved like a hub folder."""

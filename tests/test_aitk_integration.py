@@ -13,7 +13,6 @@ The config rules themselves are also checked in-process, without ai-toolkit.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import shutil
@@ -26,15 +25,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 from zero_prior.aitk.launch import (
-    AI_TOOLKIT_ENV,
-    find_ai_toolkit,
     load_config_template,
     run_ai_toolkit,
     stage_ai_toolkit,
     write_config,
 )
 from zero_prior.aitk.settings import ZERO_PRIOR_ARCH, effective_config, read_settings
-from zero_prior.errors import ConfigError, ZeroPriorError
+from zero_prior.errors import ConfigError
 from zero_prior.format import METADATA_KEY, read_file_metadata, read_zero_prior
 from zero_prior.testbed import make_subject_dataset
 
@@ -46,7 +43,6 @@ TOKEN = "<zwx>"
 VECTORS = 2  # the runs train a two-vector placeholder, so prompts must be expanded to "<zwx><zwx_1>"
 RUN_TIMEOUT = 600
 # Packages of ai-toolkit's requirements that this project does not need itself.
-AI_TOOLKIT_ONLY_PACKAGES = ("optimum", "lycoris", "oyaml", "dotenv")
 
 
 def _set(*keys: str, value: Any) -> Callable[[dict], None]:
@@ -171,16 +167,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def aitk_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def aitk_root(ai_toolkit_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A staged ai-toolkit root seeing this package and the probe; the real checkout stays untouched."""
-    try:
-        checkout = find_ai_toolkit()
-    except ZeroPriorError as error:
-        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}")
-    missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
-    root = stage_ai_toolkit(checkout, tmp_path_factory.mktemp("staged"))
+    root = stage_ai_toolkit(ai_toolkit_checkout, tmp_path_factory.mktemp("staged"))
     (root / "extensions" / "zero_prior_probe").symlink_to(PROBE_DIR, target_is_directory=True)
     return root
 

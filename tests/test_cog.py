@@ -8,7 +8,6 @@ validate inputs) and ``cog.predictor.load_predictor_from_ref`` (how it loads
 
 from __future__ import annotations
 
-import importlib.util
 import zipfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from safetensors.torch import load_file
 import tinytrain
 from zero_prior.archive import open_weights
 from zero_prior.config import PlaceholderConfig
-from zero_prior.errors import ConfigError, ZeroPriorError
+from zero_prior.errors import ConfigError
 from zero_prior.export import export_weights
 from zero_prior.format import save_lora_file
 from zero_prior.generate import generate_images
@@ -132,15 +131,7 @@ def test_unpack_images_refuses_what_it_cannot_train_on(tmp_path):
         unpack_images(twice, tmp_path / "b")
 
 
-def test_train_returns_a_weights_zip_through_ai_toolkit(tiny_pipeline_dir, tmp_path, monkeypatch):
-    from zero_prior.aitk.launch import find_ai_toolkit
-
-    try:
-        find_ai_toolkit()
-    except ZeroPriorError as error:
-        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set AI_TOOLKIT_DIR")
-    if importlib.util.find_spec("optimum") is None:
-        pytest.skip("ai-toolkit's requirements are not installed here (missing optimum)")
+def test_train_returns_a_weights_zip_through_ai_toolkit(ai_toolkit_checkout, tiny_pipeline_dir, tmp_path, monkeypatch):
     images = make_subject_dataset(tmp_path / "subject", num_images=3, size=64)
     images[0].with_suffix(".txt").unlink()  # an uncaptioned image gets the default caption
     dataset = tmp_path / "subject.zip"

@@ -22,9 +22,8 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
-from zero_prior.aitk.launch import AI_TOOLKIT_ENV, find_ai_toolkit
 from zero_prior.cli import main
-from zero_prior.errors import ConfigError, ZeroPriorError
+from zero_prior.errors import ConfigError
 from zero_prior.experiment import ExperimentError
 from zero_prior.experiment.arms import build_arm_jobs, job_differences
 from zero_prior.experiment.evaluate import BASE_RUN, CLASS, SUBJECT, evaluate_experiment, plan_shots
@@ -35,7 +34,6 @@ from zero_prior.testbed import make_subject_dataset
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "config_examples"
 ALL_ARMS = ["baseline", "zero_prior", "rare_word", "word_init", "token_only"]
-AI_TOOLKIT_ONLY_PACKAGES = ("optimum", "lycoris", "oyaml", "dotenv")
 
 FAKE_RUN = '''
 import os, sys
@@ -310,15 +308,8 @@ def test_cli_dry_run_prints_each_arms_changes(tmp_path: Path, dataset: Path, cap
 
 
 @pytest.fixture(scope="module")
-def ai_toolkit() -> Path:
-    try:
-        checkout = find_ai_toolkit()
-    except ZeroPriorError as error:
-        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}")
-    missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
-    return checkout
+def ai_toolkit(ai_toolkit_checkout: Path) -> Path:
+    return ai_toolkit_checkout
 
 
 def test_tiny_experiment_end_to_end_through_ai_toolkit(

@@ -1,14 +1,12 @@
 """The trainable splice: init, gradient path, and the proof that only the placeholder trains."""
 
 import torch
-from diffusers import QwenImagePipeline
 
 import tinytrain
 from zero_prior.config import PlaceholderConfig
 from zero_prior.initialization import initial_vectors
 from zero_prior.prepare import add_placeholders
 from zero_prior.telemetry import placeholder_stats
-from zero_prior.template import PROMPT_TEMPLATE_START_IDX
 
 
 def _encoder_state(pipe):
