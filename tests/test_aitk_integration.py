@@ -97,6 +97,10 @@ REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
      "config.process[0].model.arch is 'flux'"),
     ("no_network", _drop("network"),
      "config.process[0].network is missing"),
+    ("not_lora_network", _set("network", "type", value="lokr"),
+     "config.process[0].network.type is 'lokr'"),
+    ("lstrip", _set("placeholder", "lstrip", value=True),
+     "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
     ("trigger_word_without_token", _set("trigger_word", value="sks"),
      "config.process[0].trigger_word 'sks' does not contain the placeholder token '<zwx>'"),
 ]

@@ -36,6 +36,7 @@ def test_yaml_style_values_are_coerced():
         ({"lr": 0}, "config.process[0].placeholder.lr must be in (0, 1], got 0.0"),
         ({"weight_decay": 2}, "config.process[0].placeholder.weight_decay must be in [0, 1], got 2.0"),
         ({"lstrip": "yes"}, "config.process[0].placeholder.lstrip must be true or false, got str 'yes'"),
+        ({"lstrip": True}, "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):

@@ -27,7 +27,8 @@ from zero_prior.errors import ConfigError
 from zero_prior.experiment import ExperimentError
 from zero_prior.experiment.arms import build_arm_jobs, job_differences
 from zero_prior.experiment.evaluate import BASE_RUN, CLASS, SUBJECT, evaluate_experiment, plan_shots
-from zero_prior.experiment.runner import LOG_FILE, check_token_only_lora, prepare_captions, run_experiment, sha256_file
+from zero_prior.experiment.runner import LOG_FILE, check_token_only_lora, prepare_captions, run_experiment
+from zero_prior.fileio import sha256_file
 from zero_prior.experiment.spec import load_spec
 from zero_prior.testbed import make_subject_dataset
 

@@ -75,8 +75,11 @@ def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(traine
     path, _, _ = trained
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     load_zero_prior(pipe, path, adapter_name="first")
-    again = load_zero_prior(pipe, path, adapter_name="second")
+    again = load_zero_prior(pipe, path, adapter_name="second", lora_scale=0.5)
     assert again.reused == ["<zwx>", "<bg2>"] and len(pipe.tokenizer) == 151668
+    # the first file's LoRA is not switched off behind its still-registered token
+    assert pipe.get_active_adapters() == ["first", "second"]
+    assert "adapters ['first'] stay active alongside 'second'" in again.summary()
     other = _rewrite(path, tmp_path / "other.safetensors", lambda d: _scale_vectors(d, 2.0))
     with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different vector"):
         load_zero_prior(pipe, other, adapter_name="third")

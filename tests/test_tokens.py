@@ -5,9 +5,9 @@ import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from zero_prior.config import PlaceholderConfig
-from zero_prior.errors import PlaceholderError
+from zero_prior.errors import ConfigError, PlaceholderError
 from zero_prior.placeholder import ensure_embedding_rows
-from zero_prior.template import PROMPT_TEMPLATE_START_IDX, TOKEN_CONTEXTS, wrap_prompt
+from zero_prior.template import PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX, TOKEN_CONTEXTS, wrap_prompt
 from zero_prior.tokens import check_placeholders, expand_prompt, register_placeholders
 
 
@@ -32,7 +32,6 @@ def test_token_is_one_id_in_every_context(qwen_tokenizer, context):
     [
         (PlaceholderConfig(token="person"), "placeholder token 'person' already exists in the tokenizer vocabulary (id 8987)"),
         (PlaceholderConfig(token="<|im_end|>"), "placeholder token '<|im_end|>' already exists in the tokenizer vocabulary (id 151645)"),
-        (PlaceholderConfig(lstrip=True), "placeholder token '<zwx>' changes the Qwen-Image template's 34-token prefix in the prompt '<zwx>'"),
     ],
 )
 def test_refused_tokens_leave_the_tokenizer_unchanged(qwen_tokenizer, config, message):
@@ -43,9 +42,23 @@ def test_refused_tokens_leave_the_tokenizer_unchanged(qwen_tokenizer, config, me
     assert qwen_tokenizer.get_vocab() == before and len(qwen_tokenizer) == 151665
 
 
-def test_lstrip_refusal_says_what_to_change(qwen_tokenizer):
-    with pytest.raises(PlaceholderError, match="use lstrip: false"):
-        check_placeholders(qwen_tokenizer, [PlaceholderConfig(lstrip=True)])
+def test_lstrip_is_refused_by_the_config_and_by_the_template_check(qwen_tokenizer):
+    with pytest.raises(ConfigError, match="placeholder.lstrip: true is not supported on Qwen-Image"):
+        PlaceholderConfig(lstrip=True)
+    # The template check is why: an lstrip token swallows the newline before a prompt-initial token.
+    unchecked = PlaceholderConfig()
+    object.__setattr__(unchecked, "lstrip", True)
+    with pytest.raises(PlaceholderError, match="changes the Qwen-Image template's 34-token prefix in the prompt '<zwx>'"):
+        check_placeholders(qwen_tokenizer, [unchecked])
+    assert len(qwen_tokenizer) == 151665
+
+
+def test_template_matches_the_installed_diffusers_pipeline(tiny_pipeline_dir):
+    from diffusers import QwenImagePipeline
+
+    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    assert pipe.prompt_template_encode == PROMPT_TEMPLATE
+    assert pipe.prompt_template_encode_start_idx == PROMPT_TEMPLATE_START_IDX == 34
 
 
 def test_a_second_refused_placeholder_adds_neither(qwen_tokenizer):
@@ -78,3 +91,12 @@ def test_rows_are_never_shrunk_and_grow_only_past_the_end(tiny_pipeline_dir):
     assert encoder.get_input_embeddings().num_embeddings == 152064
     assert ensure_embedding_rows(encoder, (152064,)) == 152128  # next multiple of 64
     assert torch.equal(encoder.get_output_embeddings().weight[:152064], head)
+
+
+def test_expansion_never_rewrites_one_placeholder_inside_another(qwen_tokenizer):
+    outer, inner = register_placeholders(
+        qwen_tokenizer, [PlaceholderConfig(token="<zwx>"), PlaceholderConfig(token="zwx", num_vectors=2)]
+    )
+    assert expand_prompt("a photo of <zwx> and zwx", [outer, inner]) == "a photo of <zwx> and zwxzwx_1"
+    ids = qwen_tokenizer(expand_prompt("<zwx>, zwx", [outer, inner]))["input_ids"]
+    assert [i for i in ids if i >= 151665] == [outer.token_ids[0], *inner.token_ids]

@@ -101,11 +101,17 @@ def _checked(source: Path, lora: Path, label: str, meta_json: dict[str, Any] | N
 
 
 def _folder_contents(folder: Path) -> tuple[Path, dict[str, Any] | None]:
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(".safetensors"))
+    found = sorted(p for p in folder.iterdir() if p.is_file() and _is_lora_member(Path(p.name)))
     _exactly_one(folder, [p.name for p in found])
     meta_path = folder / META_JSON
     meta_json = _parse_meta_json(meta_path.read_bytes(), str(meta_path)) if meta_path.is_file() else None
     return found[0], meta_json
+
+
+def _is_lora_member(name: Path) -> bool:
+    """A ``.safetensors`` entry that is not macOS metadata (``__MACOSX/``, ``._name``) or hidden."""
+    return (name.suffix.lower() == ".safetensors" and "__MACOSX" not in name.parts
+            and not any(part.startswith(".") for part in name.parts))
 
 
 def _extract_zip(path: Path, target: Path) -> tuple[Path, str, dict[str, Any] | None]:
@@ -113,7 +119,7 @@ def _extract_zip(path: Path, target: Path) -> tuple[Path, str, dict[str, Any] | 
     try:
         with zipfile.ZipFile(path) as archive:
             members = [info for info in archive.infolist() if not info.is_dir()]
-            loras = [info.filename for info in members if info.filename.lower().endswith(".safetensors")]
+            loras = [info.filename for info in members if _is_lora_member(Path(info.filename))]
             _exactly_one(path, loras)
             has_meta = META_JSON in {info.filename for info in members}
             meta_json = _parse_meta_json(archive.read(META_JSON), f"{path} ({META_JSON})") if has_meta else None

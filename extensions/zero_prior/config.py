@@ -37,7 +37,10 @@ class PlaceholderConfig:
     seed: int = field(default=42, metadata={"help": "seed of the placeholder's own init generator"})
     lr: float | None = field(default=None, metadata={"help": "learning rate; default train.embedding_lr or train.lr"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the placeholder group"})
-    lstrip: bool = field(default=False, metadata={"help": "the token absorbs the whitespace before it"})
+    lstrip: bool = field(
+        default=False,
+        metadata={"help": "stored with the token; must stay false on Qwen-Image (see validate)"},
+    )
     verify_text_encoder: bool = field(
         default=False,
         metadata={"help": "record the text encoder's sha256 at start and at every save (slow on the 7B encoder)"},
@@ -53,8 +56,7 @@ class PlaceholderConfig:
             raise ConfigError(f"{path}.token is empty or whitespace; use a new string such as '<zwx>'")
         if self.token != self.token.strip():
             raise ConfigError(
-                f"{path}.token {self.token!r} has leading or trailing whitespace; remove it "
-                "(use lstrip: true to make the token absorb the space before it)"
+                f"{path}.token {self.token!r} has leading or trailing whitespace; remove it"
             )
         _check_type(path, "num_vectors", self.num_vectors, int)
         if not 1 <= self.num_vectors <= MAX_VECTORS:
@@ -79,6 +81,13 @@ class PlaceholderConfig:
         if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1):
             raise ConfigError(f"{path}.weight_decay must be in [0, 1], got {self.weight_decay}")
         _check_type(path, "lstrip", self.lstrip, bool)
+        if self.lstrip:
+            # An lstrip token swallows the template's newline before a prompt-initial token,
+            # shifting the 34 positions the pipeline drops, so the token itself would be dropped.
+            raise ConfigError(
+                f"{path}.lstrip: true is not supported on Qwen-Image (the token would absorb the prompt "
+                "template's newline and be dropped with the template); set lstrip: false"
+            )
         _check_type(path, "verify_text_encoder", self.verify_text_encoder, bool)
 
     @property

@@ -36,6 +36,7 @@ import torch
 from safetensors.torch import save_file
 
 from .archive import META_JSON, ZIP_LORA_MEMBER, WeightsPackage, describe_weights, open_weights
+from .fileio import fsync_file, make_shareable
 from .errors import FormatError, ZeroPriorError
 from .format import METADATA_KEY, read_file_metadata, save_lora_file
 
@@ -102,8 +103,8 @@ def _write_zip(package: WeightsPackage, target: Path) -> ExportResult:
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.write(package.lora_file, ZIP_LORA_MEMBER)
             archive.writestr(META_JSON, meta + "\n", compress_type=zipfile.ZIP_DEFLATED)
-        _fsync(Path(tmp_name))
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes it private; an export is meant to be shared
+        fsync_file(tmp_name)
+        make_shareable(tmp_name)
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -239,11 +240,11 @@ def _staged_folder(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; an export is meant to be shared
         yield staging
-        for path in staging.rglob("*"):
+        for path in [staging, *staging.rglob("*")]:
             if path.is_file():
-                _fsync(path)
+                fsync_file(path)
+            make_shareable(path)
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
@@ -258,14 +259,3 @@ def _staged_folder(target: Path) -> Iterator[Path]:
             shutil.rmtree(old)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())

@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .fileio import fsync_file, make_shareable
 from .errors import FormatError
 
 METADATA_KEY = "zero_prior"
@@ -194,8 +195,8 @@ def save_lora_file(
     os.close(handle)
     try:
         save_file(tensors, tmp_name, metadata=header)
-        with open(tmp_name, "rb+") as tmp:
-            os.fsync(tmp.fileno())
+        fsync_file(tmp_name)
+        make_shareable(tmp_name)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, FormatError, ZeroPriorError
+from .fileio import sha256_file
 from .loader import LoadResult, load_zero_prior
 
 MODEL_ENV = "ZERO_PRIOR_MODEL"
@@ -276,11 +277,5 @@ def unpack_images(images_zip: str | os.PathLike[str], folder: Path) -> int:
 
 def _file_digest(path: Path) -> str:
     """Content digest of a weights file or folder, so a re-downloaded package is recognised."""
-    digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return hashlib.sha256("".join(f"{file.name}:{sha256_file(file)};" for file in files).encode()).hexdigest()

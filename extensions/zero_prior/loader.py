@@ -98,9 +98,14 @@ def _load(
         raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass adapter_name")
 
     # --- everything is checked; from here on the pipeline changes ---
+    active = list(pipe.get_active_adapters())
     pipe.load_lora_weights(**source, adapter_name=name)
-    pipe.set_adapters([name], adapter_weights=[lora_scale])
+    _activate(pipe, active, name, lora_scale)
     result = LoadResult(package.source, name, lora_scale, lora_tensors, token_scale, metadata=meta)
+    if active:
+        result.notices.append(
+            f"adapters {active} stay active alongside {name!r}; use pipe.set_adapters(...) to choose otherwise"
+        )
     if meta is None:
         result.notices.append(
             f"{package.source.name} has no zero-prior metadata: loaded as a plain LoRA (a baseline run); "
@@ -192,6 +197,21 @@ def _install_prompt_expansion(pipe: Any, placeholders: list[RegisteredToken]) ->
         pipe.encode_prompt = encode_prompt
         pipe._zero_prior_placeholders = known
     known.extend(token for token in placeholders if token not in known)
+
+
+def _activate(pipe: Any, active: list[str], name: str, lora_scale: float) -> None:
+    """Activate ``name`` at ``lora_scale`` next to the adapters that were active before.
+
+    ``set_adapters`` replaces the active set, so without this a second
+    ``load_zero_prior`` would silently switch off the first file's LoRA while
+    its token stayed registered. Scales set here are remembered on the
+    pipeline; an adapter loaded by other code keeps diffusers' default 1.0.
+    """
+    scales: dict[str, float] = getattr(pipe, "_zero_prior_adapter_scales", {})
+    scales[name] = lora_scale
+    pipe._zero_prior_adapter_scales = scales
+    names = [*active, name]
+    pipe.set_adapters(names, adapter_weights=[scales.get(adapter, 1.0) for adapter in names])
 
 
 def _adapter_names(pipe: Any) -> set[str]:

@@ -9,7 +9,7 @@ template, so the token checks tokenize the full template, not the bare word.
 from __future__ import annotations
 
 # Copied from diffusers' QwenImagePipeline (prompt_template_encode); checked
-# against the installed pipeline by tests/test_template.py.
+# against the installed pipeline by tests/test_tokens.py.
 PROMPT_TEMPLATE = (
     "<|im_start|>system\nDescribe the image by detailing the color, shape, size, "
     "texture, quantity, text, spatial relationships of the objects and "

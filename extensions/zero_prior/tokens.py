@@ -74,17 +74,24 @@ def check_placeholders(tokenizer: PreTrainedTokenizerBase, configs: Sequence[Pla
 def expand_prompt(prompt: str, placeholders: Iterable[RegisteredToken]) -> str:
     """Replace each multi-vector placeholder by its consecutive entries.
 
+    One left-to-right pass, longest match first, like the tokenizer's own
+    added-token matching: an already expanded run is kept, and one
+    placeholder's token inside another's (``zwx`` in ``<zwx>``) is not touched.
+
     >>> token = RegisteredToken("<zwx>", ("<zwx>", "<zwx_1>"), (151665, 151666), False)
     >>> expand_prompt("a photo of <zwx>", [token])
     'a photo of <zwx><zwx_1>'
     """
+    replacements: dict[str, str] = {}
     for placeholder in placeholders:
-        if placeholder.num_vectors > 1:
-            expansion = "".join(placeholder.token_strings)
-            # An already expanded run matches first and is kept as it is.
-            pattern = re.compile(f"{re.escape(expansion)}|{re.escape(placeholder.token)}")
-            prompt = pattern.sub(expansion, prompt)
-    return prompt
+        expansion = "".join(placeholder.token_strings)
+        for text in (*placeholder.token_strings, expansion):
+            replacements.setdefault(text, text)
+        replacements[placeholder.token] = expansion
+    if all(text == replacement for text, replacement in replacements.items()):
+        return prompt
+    pattern = re.compile("|".join(re.escape(text) for text in sorted(replacements, key=len, reverse=True)))
+    return pattern.sub(lambda match: replacements[match.group(0)], prompt)
 
 
 def _check_vocabulary(tokenizer: PreTrainedTokenizerBase, config: PlaceholderConfig) -> None:
@@ -133,8 +140,7 @@ def _check_in_template(tokenizer: PreTrainedTokenizerBase, registered: Registere
             raise PlaceholderError(
                 f"placeholder token {registered.token!r} changes the Qwen-Image template's "
                 f"{PROMPT_TEMPLATE_START_IDX}-token prefix in the prompt {shown!r}, so the pipeline would "
-                "drop it" + (" (lstrip: true absorbs the template's newline; use lstrip: false)"
-                             if registered.lstrip else "; choose another string, such as '<zwx>'")
+                "drop it; choose another string, such as '<zwx>'"
             )
         if found != expected:
             pieces = tokenizer.convert_ids_to_tokens(list(ids[PROMPT_TEMPLATE_START_IDX:]))

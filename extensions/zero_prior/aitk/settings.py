@@ -112,6 +112,13 @@ def _refuse_conflicts(
             f"{path}.network is missing: zero-prior trains a LoRA together with the placeholder; add a network "
             "section such as {type: lora, linear: 16, linear_alpha: 16}"
         )
+    network_type = str(_mapping(process, "network", path).get("type", "lora")).lower()
+    if network_type != "lora":
+        raise ConfigError(
+            f"{path}.network.type is {network_type!r}: with train.{TOGGLE}: true the LoRA file must hold plain "
+            "LoRA tensors (lora_A/lora_B) so diffusers loads it with the placeholder in its metadata; set "
+            f"type: lora, or set {TOGGLE}: false"
+        )
     model = _mapping(process, "model", path)
     arch = model.get("arch")
     if arch not in (QWEN_IMAGE_ARCH, ZERO_PRIOR_ARCH):

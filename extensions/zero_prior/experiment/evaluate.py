@@ -19,8 +19,10 @@ training images), image statistics. Per prompt (the unit of pairing): the mean
 over seeds and training seeds, LPIPS diversity across seeds, prior leak (DINO
 of class images with the adapter minus without it) and token necessity (DINO
 with the token vs. the class phrase, same arm). Comparisons: each arm against
-the baseline with ``stats.compare_arms``. ``metrics.json`` holds no times or
-absolute paths, so a rerun on the same machine writes the same bytes.
+the baseline with ``stats.compare_arms``. ``metrics.json`` holds no times and
+only paths that do not change between runs (inside the output folder relative,
+the reference images and base model as given), so a rerun on the same machine
+writes the same bytes.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ import numpy as np
 
 from ..captions import EVAL_TEMPLATES
 from ..errors import ConfigError
+from ..fileio import sha256_file
 from ..metrics import MetricUnavailableError
 from ..stats import bootstrap_ci, compare_arms
 from . import ExperimentError
 from .arms import ArmJob, build_arm_jobs
-from .runner import read_log, sha256_file, training_images, write_log
+from .runner import read_log, training_images, write_log
 from .spec import BASELINE, EvaluationSpec, ExperimentSpec
 
 if TYPE_CHECKING:

@@ -18,7 +18,6 @@ reused, so a rerun after a failure trains only what is missing.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import os
 import platform
@@ -46,6 +45,7 @@ from ..captions import (
     write_captions,
 )
 from ..config import PlaceholderConfig
+from ..fileio import sha256_file
 from . import ExperimentError
 from .arms import PROCESS, ArmJob, build_arm_jobs
 from .spec import ExperimentSpec
@@ -276,15 +276,6 @@ def write_log(output_dir: Path, log: Mapping[str, Any]) -> Path:
     temporary.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     temporary.replace(path)
     return path
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_token_only_lora(path: Path) -> int:

@@ -10,13 +10,14 @@ renamed in, so an interrupted build never leaves a folder that looks finished.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from ..fileio import sha256_file
 
 CACHE_ENV = "ZERO_PRIOR_CACHE"
 MANIFEST_NAME = "zero_prior_build.json"
@@ -26,15 +27,6 @@ def cache_root() -> Path:
     """Root of every zero-prior cache: ``$ZERO_PRIOR_CACHE`` or ``~/.cache/zero_prior``."""
     override = os.environ.get(CACHE_ENV)
     return Path(override).expanduser() if override else Path.home() / ".cache" / "zero_prior"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of one file, read in chunks so large weights do not fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def folder_digests(folder: Path) -> dict[str, str]:
