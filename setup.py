@@ -12,6 +12,9 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE_DIR = "extensions/zero_prior"
+EVAL = ["scipy>=1.10", "lpips>=0.1.4", "matplotlib>=3.7"]
+# cog/predict.py and cog/train.py (BasePredictor/predict(): deprecated in 0.23, kept by Replicate's clients).
+COG = ["cog>=0.23,<0.24"]
 
 setup(
     name="zero-prior",
@@ -44,11 +47,10 @@ setup(
     extras_require={
         # dashscope ships the real Qwen2.5-VL BPE ranks (qwen.tiktoken) that the
         # tiny test bed turns into the real tokenizer; nothing of it is imported.
-        # cog: tests/test_cog.py runs the Cog predictor and trainer in-process.
-        "test": ["pytest>=8.0", "dashscope>=1.20", "cog>=0.23,<0.24"],
-        "eval": ["scipy>=1.10", "lpips>=0.1.4", "matplotlib>=3.7"],
-        # cog/predict.py and cog/train.py (BasePredictor/predict(): deprecated in 0.23, kept by Replicate's clients).
-        "cog": ["cog>=0.23,<0.24"],
+        # The tests also exercise the evaluation and the Cog predictor/trainer.
+        "test": ["pytest>=8.0", "dashscope>=1.20", *EVAL, *COG],
+        "eval": EVAL,
+        "cog": COG,
     },
     entry_points={"console_scripts": ["zero-prior=zero_prior.cli:main"]},
 )
