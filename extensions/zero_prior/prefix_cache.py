@@ -1,0 +1,256 @@
+"""Encode Qwen-Image prompts with the part before the placeholder computed once.
+
+In a causal text encoder nothing before the first placeholder token depends on
+the placeholder vectors: not its hidden states, not its keys and values. So
+``PrefixCache.encode`` runs the encoder on that prefix once, without gradient,
+keeps the per-layer key/value tensors and the final (post-norm) hidden states
+per caption, and afterwards runs the encoder with gradient only from the first
+placeholder on, feeding the cached keys/values as ``past_key_values`` and the
+true rotary positions. The result equals ``QwenImagePipeline.encode_prompt``:
+same template, same 34 dropped positions, same right padding with zero rows,
+same mask (``None`` when nothing is padded).
+
+A batch whose prompts have different prefix lengths reuses the *shortest*
+prefix of the batch for every row (each row's own cached keys/values, cut to
+that length); the rows' remaining prefix positions are recomputed with the
+suffix, which costs a little time but nothing in exactness.
+
+Cached entries are dropped when the caption's prefix tokens change (new
+tokenizer entries) or when the text encoder's weights change, detected by a
+fingerprint: ``"version"`` (default) compares every parameter's and buffer's
+storage pointer, in-place version counter, shape, dtype and device; it is
+free, but misses writes through ``param.data``. ``"digest"`` adds per-tensor
+float64 sums (one pass over the weights per call); ``"manual"`` trusts the
+caller to call ``invalidate()``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from .errors import PlaceholderError
+from .placeholder import PlaceholderEmbedding
+from .template import PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX
+
+FINGERPRINTS = ("version", "digest", "manual")
+# diffusers' QwenImagePipeline.tokenizer_max_length.
+TOKENIZER_MAX_LENGTH = 1024
+
+
+@dataclass
+class _Prefix:
+    """One caption's prefix: its token ids, per-layer keys/values and post-norm hidden states from the drop on."""
+
+    token_ids: tuple[int, ...]
+    keys: list[torch.Tensor]  # [1, kv_heads, prefix_len, head_dim] per layer
+    values: list[torch.Tensor]
+    hidden: torch.Tensor  # [max(0, prefix_len - drop), hidden]
+
+
+@dataclass
+class CacheStats:
+    """Counters since construction (or the last ``reset``)."""
+
+    hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+
+
+class PrefixCache:
+    """``encode_prompt`` for Qwen-Image that computes each caption's pre-placeholder prefix once.
+
+    ``text_encoder`` is a ``Qwen2_5_VLForConditionalGeneration`` whose input
+    embedding carries the placeholders' splice hook (``add_placeholders``).
+    The cache belongs to that one encoder; ``encode`` returns what
+    ``pipe.encode_prompt(prompts, device)`` returns, with gradient to the
+    placeholder vectors.
+
+    >>> cache = PrefixCache.from_pipeline(pipe, placeholders)  # doctest: +SKIP
+    >>> embeds, mask = cache.encode(["a photo of <zwx>", "<zwx> in a field"])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        text_encoder: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        placeholder_ids: Iterable[int],
+        *,
+        fingerprint: str = "version",
+        max_entries: int = 4096,
+        max_length: int = TOKENIZER_MAX_LENGTH,
+        template: str = PROMPT_TEMPLATE,
+        drop_idx: int = PROMPT_TEMPLATE_START_IDX,
+    ) -> None:
+        if fingerprint not in FINGERPRINTS:
+            raise ValueError(f"fingerprint must be one of {', '.join(FINGERPRINTS)}, got {fingerprint!r}")
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.placeholder_ids = frozenset(int(i) for i in placeholder_ids)
+        if not self.placeholder_ids:
+            raise PlaceholderError("PrefixCache needs at least one placeholder id")
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.fingerprint_kind = fingerprint
+        self.max_entries = max_entries
+        self.max_length = max_length
+        self.template = template
+        self.drop_idx = drop_idx
+        self.stats = CacheStats()
+        self._entries: OrderedDict[str, _Prefix] = OrderedDict()
+        self._fingerprint: tuple | None = None
+        layer_types = getattr(self._language_model.config, "layer_types", None) or []
+        if any(kind != "full_attention" for kind in layer_types):
+            raise PlaceholderError(
+                f"PrefixCache supports full-attention layers only, the text encoder has {sorted(set(layer_types))}"
+            )
+
+    @classmethod
+    def from_pipeline(cls, pipe, placeholders: Sequence[PlaceholderEmbedding], **kwargs) -> "PrefixCache":
+        """Cache for ``pipe``'s text encoder and tokenizer, stopping at any of ``placeholders``' ids."""
+        ids = [i for p in placeholders for i in p.registered.token_ids]
+        kwargs.setdefault("max_length", pipe.tokenizer_max_length)
+        kwargs.setdefault("template", pipe.prompt_template_encode)
+        kwargs.setdefault("drop_idx", pipe.prompt_template_encode_start_idx)
+        return cls(pipe.text_encoder, pipe.tokenizer, ids, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def invalidate(self) -> None:
+        """Drop every cached prefix (call after changing the encoder's weights with ``fingerprint="manual"``)."""
+        if self._entries:
+            self.stats.invalidations += 1
+        self._entries.clear()
+
+    def encode(
+        self,
+        prompts: str | Sequence[str],
+        device: torch.device | None = None,
+        num_images_per_prompt: int = 1,
+        max_sequence_length: int = 1024,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(prompt_embeds, prompt_embeds_mask)`` exactly as ``QwenImagePipeline.encode_prompt`` returns them."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        device = device or self._language_model.embed_tokens.weight.device
+        self._check_fingerprint()
+        texts = [self.template.format(p) for p in prompts]
+        tokens = self.tokenizer(
+            texts, max_length=self.max_length + self.drop_idx, padding=True, truncation=True, return_tensors="pt"
+        )
+        input_ids, attention_mask = tokens.input_ids, tokens.attention_mask
+        if self.tokenizer.padding_side != "right" or not bool((attention_mask.cummin(dim=1).values == attention_mask).all()):
+            raise PlaceholderError("PrefixCache needs right padding, as Qwen-Image's tokenizer does")
+        lengths = attention_mask.sum(dim=1).tolist()
+        rows = [input_ids[i, :n].tolist() for i, n in enumerate(lengths)]
+        entries = [self._prefix(prompt, row, device) for prompt, row in zip(prompts, rows)]
+        common = min(len(entry.token_ids) for entry in entries)
+
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        suffix_ids = input_ids[:, common:]
+        positions = torch.arange(common, input_ids.shape[1], device=device)
+        positions = positions.view(1, 1, -1).expand(3, input_ids.shape[0], -1)
+        past = None
+        if common > 0:
+            past = DynamicCache(config=self._language_model.config)
+            for layer, _ in enumerate(entries[0].keys):
+                past.update(
+                    torch.cat([e.keys[layer][:, :, :common] for e in entries]),
+                    torch.cat([e.values[layer][:, :, :common] for e in entries]),
+                    layer,
+                )
+        hidden = self._language_model_forward(suffix_ids, attention_mask, positions, past)
+
+        split = []
+        for i, (entry, length) in enumerate(zip(entries, lengths)):
+            cached = entry.hidden[: max(0, common - self.drop_idx)]
+            fresh = hidden[i, max(0, self.drop_idx - common) : length - common]
+            split.append(torch.cat([cached.to(fresh.dtype), fresh]))
+        return self._pad(split, device, num_images_per_prompt, max_sequence_length)
+
+    # -- internals --------------------------------------------------------
+
+    @property
+    def _language_model(self) -> nn.Module:
+        return self.text_encoder.model.language_model
+
+    def _language_model_forward(self, input_ids, attention_mask, positions, past) -> torch.Tensor:
+        # Through Qwen2_5_VLModel so the input embedding (and the splice hook) runs; explicit
+        # positions bypass its stateful rope_deltas; lm_head is skipped, its logits are unused.
+        output = self.text_encoder.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            past_key_values=past,
+            use_cache=past is not None,
+        )
+        return output.last_hidden_state
+
+    def _prefix(self, prompt: str, row: list[int], device: torch.device) -> _Prefix:
+        """The caption's cached prefix, computed without gradient on a miss or a token change."""
+        first = next((j for j, t in enumerate(row) if t in self.placeholder_ids), len(row))
+        # At least one position goes through the gradient pass, so a row never vanishes.
+        length = min(first, len(row) - 1)
+        token_ids = tuple(row[:length])
+        entry = self._entries.get(prompt)
+        if entry is not None and entry.token_ids == token_ids and entry.hidden.device == device:
+            self._entries.move_to_end(prompt)
+            self.stats.hits += 1
+            return entry
+        self.stats.misses += 1
+        ids = torch.tensor([token_ids], dtype=torch.long, device=device)
+        positions = torch.arange(length, device=device).view(1, 1, -1).expand(3, 1, -1)
+        past = DynamicCache(config=self._language_model.config)
+        with torch.no_grad():
+            hidden = self._language_model_forward(ids, torch.ones_like(ids), positions, past) if length else None
+        if length:
+            keys = [layer.keys.detach() for layer in past.layers]
+            values = [layer.values.detach() for layer in past.layers]
+            hidden = hidden[0, self.drop_idx :].detach()
+        else:
+            keys = values = []
+            hidden = torch.empty(0, self._language_model.config.hidden_size, device=device)
+        entry = _Prefix(token_ids, keys, values, hidden)
+        self._entries[prompt] = entry
+        self._entries.move_to_end(prompt)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return entry
+
+    def _pad(self, split, device, num_images_per_prompt, max_sequence_length):
+        """Right-pad with zero rows and build the mask, as ``_get_qwen_prompt_embeds``/``encode_prompt`` do."""
+        max_len = max(u.size(0) for u in split)
+        embeds = torch.stack([torch.cat([u, u.new_zeros(max_len - u.size(0), u.size(1))]) for u in split])
+        mask = torch.stack(
+            [torch.cat([torch.ones(u.size(0), dtype=torch.long, device=u.device),
+                        torch.zeros(max_len - u.size(0), dtype=torch.long, device=u.device)]) for u in split]
+        )
+        embeds = embeds.to(dtype=self.text_encoder.dtype, device=device)[:, :max_sequence_length]
+        mask = mask[:, :max_sequence_length]
+        batch, seq_len, _ = embeds.shape
+        embeds = embeds.repeat(1, num_images_per_prompt, 1).view(batch * num_images_per_prompt, seq_len, -1)
+        mask = mask.repeat(1, num_images_per_prompt, 1).view(batch * num_images_per_prompt, seq_len)
+        return embeds, (None if mask.all() else mask)
+
+    def _check_fingerprint(self) -> None:
+        """Drop every entry when the encoder's weights look different from last call."""
+        if self.fingerprint_kind == "manual":
+            return
+        current = self._compute_fingerprint()
+        if current != self._fingerprint:
+            self.invalidate()
+            self._fingerprint = current
+
+    def _compute_fingerprint(self) -> tuple:
+        tensors = [t for _, t in self.text_encoder.named_parameters()] + [t for _, t in self.text_encoder.named_buffers()]
+        meta = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)) for t in tensors)
+        if self.fingerprint_kind != "digest":
+            return meta
+        with torch.no_grad():
+            sums = torch.stack([t.detach().double().sum() for t in tensors] + [t.detach().double().square().sum() for t in tensors])
+        return meta + tuple(sums.tolist())
