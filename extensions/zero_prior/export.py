@@ -36,7 +36,7 @@ import torch
 from safetensors.torch import save_file
 
 from .archive import META_JSON, ZIP_LORA_MEMBER, WeightsPackage, describe_weights, open_weights
-from .fileio import fsync_file, make_shareable
+from .fileio import atomic_path, fsync_file, make_shareable
 from .errors import FormatError, ZeroPriorError
 from .format import METADATA_KEY, read_file_metadata, save_lora_file
 
@@ -95,20 +95,11 @@ def export_weights(
 
 def _write_zip(package: WeightsPackage, target: Path) -> ExportResult:
     meta = json.dumps(describe_weights(package.lora_file, package.label), indent=2, sort_keys=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
+    with atomic_path(target) as tmp_name:
         # Stored, not deflated: fp16 weights do not compress, and predictors extract it on every cold start.
         with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as archive:
             archive.write(package.lora_file, ZIP_LORA_MEMBER)
             archive.writestr(META_JSON, meta + "\n", compress_type=zipfile.ZIP_DEFLATED)
-        fsync_file(tmp_name)
-        make_shareable(tmp_name)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return ExportResult("zip", target, [ZIP_LORA_MEMBER, META_JSON], _notes(package))
 
 

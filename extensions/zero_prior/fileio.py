@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -36,3 +39,28 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[str]:
+    """Yield a temporary sibling of ``target`` to write; on success it replaces ``target``.
+
+    On any error (or an interrupt) the temporary file is removed and ``target``
+    is left as it was. The temporary name starts with a dot and ends in
+    ``.tmp``: ai-toolkit takes any ``*.safetensors`` in its folder for a checkpoint.
+
+    >>> with atomic_path("out/lora.safetensors") as tmp:  # doctest: +SKIP
+    ...     save_file(tensors, tmp)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
+    try:
+        yield tmp_name
+        fsync_file(tmp_name)
+        make_shareable(tmp_name)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,7 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .fileio import fsync_file, make_shareable
+from .fileio import atomic_path
 from .errors import FormatError
 
 METADATA_KEY = "zero_prior"
@@ -189,18 +188,8 @@ def save_lora_file(
     else:
         header.pop(METADATA_KEY, None)
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name must not end in ".safetensors": ai-toolkit takes such files for checkpoints.
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as tmp_name:
         save_file(tensors, tmp_name, metadata=header)
-        fsync_file(tmp_name)
-        make_shareable(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
 
 
