@@ -3,14 +3,21 @@
 Random-init weights with Qwen-Image's real configs (20B transformer, 7B
 Qwen2.5-VL text encoder, bf16) and the real tokenizer; the same LoRA
 (rank 16 on every attention and MLP projection of the transformer, gradient
-checkpointing on). Per resolution the two arms run back to back:
+checkpointing on). Per resolution the arms run back to back:
 
 - baseline: prompt embeddings computed once without gradient (what
   ai-toolkit does with a semantic trigger word and cached embeddings);
-- zero-prior: the placeholder is spliced in and the text encoder runs
-  forward and backward every step (what ``zero_prior_trainer`` does).
+- zero_prior: the placeholder is spliced in and the text encoder runs
+  forward and backward every step from the first placeholder on, the prefix
+  before it coming from ``PrefixCache`` (``zero_prior_trainer``'s default);
+- zero_prior_full_encode: the same through ``pipe.encode_prompt``, the whole
+  prompt and the unused lm_head every step (``prefix_cache: false``);
+- zero_prior_pivot: after ``stop_step``: the vector frozen, the prompt
+  encoded once with it, the step otherwise the baseline's (the text encoder's
+  weights stay resident here; ``gpu_24gb.py`` measures what unloading frees).
 
-Reports the median step time after warm-up, the ratio, and peak memory.
+Reports the median step time after warm-up, the ratios to the baseline, and
+peak memory.
 ``--size tiny`` runs the identical code on the CPU test-bed sizes, to check
 the script before spending GPU time.
 
@@ -98,23 +105,36 @@ def flow_loss(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor | None, resolu
     return torch.nn.functional.mse_loss(pred.float(), (noise - latents).float())
 
 
+ARMS = ("baseline", "zero_prior", "zero_prior_full_encode", "zero_prior_pivot")
+
+
 def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> dict[str, float]:
     """Time ``steps`` optimizer steps of one arm; returns median step seconds and peak memory."""
     from zero_prior.config import PlaceholderConfig
+    from zero_prior.prefix_cache import PrefixCache
     from zero_prior.prepare import add_placeholders
 
     device = pipe.transformer.device
     lora = [p for p in pipe.transformer.parameters() if p.requires_grad]
     groups = [{"params": lora, "weight_decay": 0.01}]
-    if arm == "zero_prior":
+    placeholders = []
+    prompt = PROMPT.format("a person")
+    if arm.startswith("zero_prior"):
         placeholders = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()])
         groups.append({"params": [p.vectors for p in placeholders], "weight_decay": 0.0, "lr": 5e-4})
         prompt = PROMPT.format("<zwx>")
-    else:
-        placeholders = []
-        prompt = PROMPT.format("a person")
+    if arm == "zero_prior":
+        encode = PrefixCache.from_pipeline(pipe, placeholders, fingerprint="manual").encode
+    elif arm == "zero_prior_full_encode":
+        encode = pipe.encode_prompt
+    else:  # baseline and after the pivot: encoded once, no gradient
+        for placeholder in placeholders:
+            placeholder.vectors.requires_grad_(False)
         with torch.no_grad():
             cached = pipe.encode_prompt(prompt, device=device)
+
+        def encode(prompt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return cached
     optimizer = torch.optim.AdamW(groups, lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     if device.type == "cuda":
@@ -124,7 +144,7 @@ def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> di
     for _ in range(steps):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        embeds, mask = pipe.encode_prompt(prompt, device=device) if placeholders else cached
+        embeds, mask = encode(prompt, device=device)
         flow_loss(pipe, embeds, mask, resolution, generator).backward()
         optimizer.step()
         if device.type == "cuda":
@@ -159,17 +179,18 @@ def main() -> None:
     results = []
     for resolution in args.resolutions:
         row = {"resolution": resolution}
-        for arm in ("baseline", "zero_prior"):
+        for arm in ARMS:
             row[arm] = run_arm(pipe, arm, resolution, args.steps, args.warmup)
-            # a fresh tokenizer for the next resolution's zero-prior arm
+            # a fresh tokenizer for the next arm's placeholder
             pipe.tokenizer = type(pipe.tokenizer).from_pretrained(args.tokenizer)
-        row["step_ratio"] = row["zero_prior"]["median_step_s"] / row["baseline"]["median_step_s"]
-        row["peak_ratio"] = row["zero_prior"]["peak_gib"] / row["baseline"]["peak_gib"]
+        base = row["baseline"]
+        row["step_ratios"] = {arm: row[arm]["median_step_s"] / base["median_step_s"] for arm in ARMS[1:]}
+        row["peak_ratios"] = {arm: row[arm]["peak_gib"] / base["peak_gib"] for arm in ARMS[1:]}
         results.append(row)
-        print(f"{resolution} px: baseline {row['baseline']['median_step_s']:.3f} s/step "
-              f"{row['baseline']['peak_gib']:.1f} GiB | zero-prior {row['zero_prior']['median_step_s']:.3f} s/step "
-              f"{row['zero_prior']['peak_gib']:.1f} GiB | step ratio {row['step_ratio']:.3f}, "
-              f"peak ratio {row['peak_ratio']:.3f}")
+        print(f"{resolution} px: " + " | ".join(
+            f"{arm} {row[arm]['median_step_s']:.3f} s/step {row[arm]['peak_gib']:.1f} GiB" for arm in ARMS))
+        print(f"{resolution} px ratios to the baseline: " + ", ".join(
+            f"{arm} step {row['step_ratios'][arm]:.3f} peak {row['peak_ratios'][arm]:.3f}" for arm in ARMS[1:]))
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:

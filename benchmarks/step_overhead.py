@@ -1,11 +1,22 @@
-"""Step-time and memory overhead of zero-prior over the baseline, measured side by side.
+"""Step-time and memory of zero-prior against the baseline, measured side by side in one run.
 
 Runs the same tiny CPU config (config_examples/tiny_cpu.yaml) through real
-ai-toolkit with ``train_placeholder_token`` false (the baseline) and true,
-alternating the two arms for ``--rounds`` rounds, each job in its own
-process, with sampling and logging moved past the last step so only training
-steps are timed. Reports the median step time after warm-up per arm and its ratio,
-the per-round ratios, the peak RSS ratio, and the extra memory of the
+ai-toolkit in five arms, alternating them for ``--rounds`` rounds, each job in
+its own process, with sampling and logging moved past the last step so only
+training steps are timed:
+
+- ``baseline``: ``train_placeholder_token: false``, a semantic trigger word,
+  the prompt encoded every step without gradient (ai-toolkit's default);
+- ``baseline_cached``: the same with ``cache_text_embeddings`` (embeddings
+  encoded once, text encoder unloaded);
+- ``zero_prior``: the placeholder trains, prompts through the prefix cache
+  (the default);
+- ``zero_prior_full_encode``: the same with ``placeholder.prefix_cache: false``;
+- ``zero_prior_pivot``: ``placeholder.stop_step`` inside the warm-up, so every
+  timed step comes after the pivot.
+
+Reports the median step time after warm-up per arm, the ratios (pooled and
+median of per-round), peak and end-of-run RSS, and the extra memory of the
 trainable state at Qwen-Image's real size against ai-toolkit's whole-matrix
 ``embedding:`` approach.
 
@@ -22,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from zero_prior.aitk.launch import find_ai_toolkit, load_config_template, stage_ai_toolkit, write_config
 from zero_prior.installer import config_examples_dir
@@ -46,51 +58,75 @@ def run_arm(root: Path, config: Path, result: Path) -> dict:
     return json.loads(result.read_text())
 
 
+ARMS: dict[str, Callable[[dict, int], None]] = {
+    "baseline": lambda process, warmup: process.update(trigger_word="person"),
+    "baseline_cached": lambda process, warmup: (
+        process.update(trigger_word="person"), process["datasets"][0].update(cache_text_embeddings=True)),
+    "zero_prior": lambda process, warmup: None,
+    "zero_prior_full_encode": lambda process, warmup: process["placeholder"].update(prefix_cache=False),
+    # The pivot's own step (encoding every prompt) falls inside the dropped warm-up steps.
+    "zero_prior_pivot": lambda process, warmup: process["placeholder"].update(stop_step=max(1, warmup - 1)),
+}
+# (numerator, denominator) pairs reported as ratios.
+RATIOS = [("zero_prior", "baseline"), ("zero_prior_full_encode", "baseline"),
+          ("zero_prior", "zero_prior_full_encode"), ("zero_prior_pivot", "baseline_cached"),
+          ("zero_prior_pivot", "baseline")]
+
+
+def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int) -> dict:
+    """tiny_cpu.yaml as arm ``arm`` runs it: only training steps inside the timed window."""
+    config = load_config_template(config_examples_dir() / "tiny_cpu.yaml", values)
+    process = config["config"]["process"][0]
+    config["config"]["name"] = arm
+    process["train"].update(train_placeholder_token=arm.startswith("zero_prior"), steps=steps)
+    process["sample"]["sample_every"] = steps * 10
+    # Steps only: telemetry (nearest tokens over the whole vocabulary) runs on log
+    # steps, every 2 in the tiny config; real configs log every 10-100 steps.
+    process["logging"]["log_every"] = steps * 10
+    process["save"]["save_every"] = steps
+    ARMS[arm](process, warmup)
+    return config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped from the start of each run")
     args = parser.parse_args()
+    steps: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    peak: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    end: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    round_ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in RATIOS}
     with tempfile.TemporaryDirectory(prefix="zero_prior_bench_") as tmp_name:
         tmp = Path(tmp_name)
         root = stage_ai_toolkit(find_ai_toolkit(), tmp)
         dataset = tmp / "subject"
         make_subject_dataset(dataset, num_images=8, size=64)
-        steps: dict[str, list[float]] = {"baseline": [], "zero_prior": []}
-        rss: dict[str, list[float]] = {"baseline": [], "zero_prior": []}
-        round_ratios = []
         for round_index in range(args.rounds):
             medians = {}
-            for arm in steps:
+            for arm in ARMS:
                 values = {"MODEL_PATH": str(cached_tiny_pipeline()), "DATASET_PATH": str(dataset),
                           "TRAINING_FOLDER": str(tmp / f"runs{round_index}")}
-                config = load_config_template(config_examples_dir() / "tiny_cpu.yaml", values)
-                process = config["config"]["process"][0]
-                config["config"]["name"] = arm
-                process["train"].update(train_placeholder_token=arm == "zero_prior", steps=args.steps)
-                process["sample"]["sample_every"] = args.steps * 10
-                # Steps only: telemetry (nearest tokens over the whole vocabulary) runs on log
-                # steps, every 2 in the tiny config; real configs log every 10-100 steps.
-                process["logging"]["log_every"] = args.steps * 10
-                process["save"]["save_every"] = args.steps
-                if arm == "baseline":
-                    process["trigger_word"] = "person"
-                path = write_config(config, tmp / f"{arm}{round_index}.yaml")
+                path = write_config(arm_config(arm, values, args.steps, args.warmup), tmp / f"{arm}{round_index}.yaml")
                 measured = run_arm(root, path, tmp / f"{arm}{round_index}.json")
                 kept = measured["step_seconds"][args.warmup:]
                 steps[arm].extend(kept)
-                rss[arm].append(measured["peak_rss_mib"])
+                peak[arm].append(measured["peak_rss_mib"])
+                end[arm].append(measured["end_rss_mib"])
                 medians[arm] = statistics.median(kept)
-            round_ratios.append(medians["zero_prior"] / medians["baseline"])
-            print(f"round {round_index + 1}: baseline {medians['baseline'] * 1000:.1f} ms, "
-                  f"zero-prior {medians['zero_prior'] * 1000:.1f} ms, ratio {round_ratios[-1]:.3f}")
-    base, zero = statistics.median(steps["baseline"]), statistics.median(steps["zero_prior"])
-    print(f"median step (pooled, {len(steps['baseline'])} steps per arm after {args.warmup} warm-up steps per run): "
-          f"baseline {base * 1000:.1f} ms, zero-prior {zero * 1000:.1f} ms, ratio {zero / base:.3f}")
-    print(f"median of per-round ratios: {statistics.median(round_ratios):.3f}")
-    print(f"peak RSS: baseline {max(rss['baseline']):.0f} MiB, zero-prior {max(rss['zero_prior']):.0f} MiB, "
-          f"ratio {max(rss['zero_prior']) / max(rss['baseline']):.3f}")
+            for pair in RATIOS:
+                round_ratios[pair].append(medians[pair[0]] / medians[pair[1]])
+            print(f"round {round_index + 1}: " + ", ".join(f"{arm} {medians[arm] * 1000:.1f} ms" for arm in ARMS))
+    pooled = {arm: statistics.median(values) for arm, values in steps.items()}
+    print(f"median step (pooled, {len(steps['baseline'])} steps per arm after {args.warmup} warm-up steps per run):")
+    for arm in ARMS:
+        print(f"  {arm:24s} {pooled[arm] * 1000:7.1f} ms   peak RSS {max(peak[arm]):6.0f} MiB   "
+              f"RSS at the end {max(end[arm]):6.0f} MiB")
+    for pair in RATIOS:
+        print(f"ratio {pair[0]} / {pair[1]}: pooled {pooled[pair[0]] / pooled[pair[1]]:.3f}, "
+              f"median of per-round {statistics.median(round_ratios[pair]):.3f}, "
+              f"peak RSS {max(peak[pair[0]]) / max(peak[pair[1]]):.3f}")
     per_token = trainable_state_bytes(REAL_HIDDEN)
     whole = trainable_state_bytes(REAL_ROWS * REAL_HIDDEN)
     print(f"trainable state at Qwen-Image size (fp32 value + grad + 2 Adam moments): zero-prior {per_token / 1024:.0f} KiB "

@@ -15,7 +15,10 @@ from __future__ import annotations
 import copy
 import json
 import re
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -103,6 +106,13 @@ REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
      "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
     ("trigger_word_without_token", _set("trigger_word", value="sks"),
      "config.process[0].trigger_word 'sks' does not contain the placeholder token '<zwx>'"),
+    ("stop_step_not_before_steps", _set("placeholder", "stop_step", value=4),
+     "config.process[0].placeholder.stop_step resolves to step 4, not before train.steps 4"),
+    ("stop_step_with_shuffled_captions",
+     lambda p: (p["placeholder"].update(stop_step=0.5), p["datasets"][0].update(shuffle_tokens=True)),
+     "config.process[0].datasets[0].shuffle_tokens: True cannot be used with config.process[0].placeholder.stop_step"),
+    ("stop_step_with_cfg", lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(do_cfg=True)),
+     "config.process[0].train.do_cfg: True cannot be used with config.process[0].placeholder.stop_step"),
 ]
 
 
@@ -150,6 +160,13 @@ def test_example_configs_are_twins_that_pass_the_rules() -> None:
         config["process"][0].pop("trigger_word", None)
         config["process"][0]["train"].pop("train_placeholder_token")
     assert on == off
+
+
+def test_24gb_example_passes_the_rules_and_pivots() -> None:
+    config = yaml.safe_load((REPO / "config_examples" / "zero_prior_24gb.yaml").read_text())["config"]
+    settings = read_settings(config["process"][0], 0)
+    assert settings.enabled and settings.placeholder.prefix_cache
+    assert 0 < settings.pivot_step < config["process"][0]["train"]["steps"]
 
 
 # --- real run.py ------------------------------------------------------------------------------
@@ -380,3 +397,163 @@ def test_baseline_through_this_process_equals_sd_trainer(refused_and_baseline_ru
     builtin = load_file(refused_and_baseline_runs["baseline_builtin"].final)
     assert ours.keys() == builtin.keys() and len(ours) > 0
     assert all(torch.equal(ours[key], builtin[key]) for key in ours)
+
+
+# --- pivot-then-cache (placeholder.stop_step) and the trainer's prefix cache -------------------
+
+PIVOT = 4  # ai-toolkit counts steps from 0: the save at step 2 holds 3 updates, the pivot comes after 4
+
+
+@pytest.fixture(scope="module")
+def pivot_and_full_encode_runs(aitk_root: Path, workdir: Path, datasets: dict[str, Path],
+                               tiny_pipeline_dir: Path) -> dict[str, Run]:
+    """One ``run.py``: 8 steps pivoting at step 4 (half the captions dropped), and the zero-prior run's twin
+    with ``prefix_cache: false``."""
+
+    def pivot(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"].update(num_vectors=VECTORS, stop_step=PIVOT)
+        process["train"]["steps"] = 8
+        process["datasets"][0]["caption_dropout_rate"] = 0.5
+
+    def full_encode(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"].update(num_vectors=VECTORS, prefix_cache=False)
+        process["datasets"].append({**process["datasets"][0], "folder_path": str(datasets["other"]),
+                                    "trigger_word": "fish"})
+
+    paths, folders = [], {}
+    for name, change in (("pivot", pivot), ("full_encode", full_encode)):
+        folders[name] = workdir / name
+        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
+                                  workdir / f"{name}.yaml"))
+    output = _run(aitk_root, paths)
+    return {name: Run(output, folder / JOB) for name, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def resumed_after_pivot(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_pipeline_dir: Path,
+                        pivot_and_full_encode_runs: dict[str, Run]) -> dict[str, Run]:
+    """One ``run.py -r``: the pivot run's step-6 save continued to step 10, and the same save resumed with
+    another stop_step (refused)."""
+    source = pivot_and_full_encode_runs["pivot"]
+    paths, folders = [], {}
+    for name, stop_step in (("resumed_pivot", PIVOT), ("resumed_other_stop_step", 3)):
+        folders[name] = workdir / name
+        (folders[name] / JOB).mkdir(parents=True)
+        for file in ("optimizer.pt", source.step(6).name):
+            shutil.copy2(source.save_root / file, folders[name] / JOB / file)
+
+        def change(process: dict, stop_step: int = stop_step) -> None:
+            process["placeholder"].update(num_vectors=VECTORS, stop_step=stop_step)
+            process["train"]["steps"] = 10
+            process["datasets"][0]["caption_dropout_rate"] = 0.5
+
+        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
+                                  workdir / f"{name}.yaml"))
+    output = _run(aitk_root, paths, recover=True)
+    return {name: Run(output, folder / JOB) for name, folder in folders.items()}
+
+
+def test_the_pivot_freezes_the_vector_and_unloads_the_text_encoder(pivot_and_full_encode_runs: dict[str, Run]) -> None:
+    run = pivot_and_full_encode_runs["pivot"]
+    at = {step: read_zero_prior(run.step(step)) for step in (2, 4, 6)}
+    final = read_zero_prior(run.final)
+    assert not torch.equal(at[2].placeholders[0].vectors, at[4].placeholders[0].vectors)  # trained up to the pivot
+    assert torch.equal(at[4].placeholders[0].vectors, final.placeholders[0].vectors)  # frozen from it on
+    assert "pivot_step" not in at[2].extra
+    assert at[4].extra["pivot_step"] == final.extra["pivot_step"] == PIVOT and final.training_step == 8
+    probe = json.loads((run.save_root.parent / "probe.json").read_text())
+    assert probe["pivot"]["step"] == PIVOT and probe["pivot"]["text_encoder_now"] == "FakeTextEncoder"
+    assert probe["pivot"]["old_text_encoder_devices"] == ["meta"]  # its memory is released
+    assert not any(probe["pivot"]["vector_requires_grad"])  # also after ai-toolkit's ensure_params_requires_grad
+    assert probe["pivot"]["sample_prompts_cached"] and probe["text_encoder_changed"] == []
+    samples = sorted(p.name for p in (run.save_root / "samples").glob("*.jpg"))
+    assert [name.split("_")[-2] for name in samples] == ["000000002", "000000004", "000000006", "000000008"]
+    # The LoRA goes on training after the pivot.
+    at_4, at_8 = load_file(run.step(4)), load_file(run.final)
+    assert any(not torch.equal(at_4[key], at_8[key]) for key in at_4)
+
+
+def test_cached_prompts_equal_a_fresh_encode_with_the_final_vector(
+    pivot_and_full_encode_runs: dict[str, Run], tiny_pipeline_dir: Path
+) -> None:
+    from diffusers import QwenImagePipeline
+    from zero_prior.loader import load_zero_prior
+    from zero_prior.tokens import expand_prompt
+
+    run = pivot_and_full_encode_runs["pivot"]
+    cached = torch.load(run.save_root.parent / "pivot_prompts.pt")
+    # Each caption as the data loader finishes it, and the dropped caption (trigger added to "").
+    assert sorted(cached) == [f"{TOKEN} ", f"a photo of {TOKEN}"]
+    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    registered = load_zero_prior(pipe, run.final).placeholders
+    for prompt, embeds in cached.items():
+        with torch.no_grad():
+            fresh, _ = pipe.encode_prompt(expand_prompt(prompt, registered), device="cpu")
+        assert embeds.shape == fresh.shape
+        assert float((embeds - fresh).norm() / fresh.norm()) <= 1e-5
+
+
+def test_resume_across_the_pivot(pivot_and_full_encode_runs: dict[str, Run],
+                                 resumed_after_pivot: dict[str, Run]) -> None:
+    frozen = read_zero_prior(pivot_and_full_encode_runs["pivot"].step(6))
+    run = resumed_after_pivot["resumed_pivot"]
+    assert f"pivot at step 6 (stop_step {PIVOT})" in run.output
+    resumed = read_zero_prior(run.final)
+    assert resumed.training_step == 10 and resumed.extra["pivot_step"] == PIVOT
+    assert torch.equal(resumed.placeholders[0].vectors, frozen.placeholders[0].vectors)
+    refused = resumed_after_pivot["resumed_other_stop_step"]
+    assert (f"froze its placeholder at step {PIVOT}, but this config's placeholder.stop_step resolves to 3"
+            in refused.output)
+    assert not refused.final.exists()
+
+
+def test_prefix_cache_trains_like_the_full_encode(zero_prior_run: Run,
+                                                  pivot_and_full_encode_runs: dict[str, Run]) -> None:
+    cached, full = read_zero_prior(zero_prior_run.final), read_zero_prior(pivot_and_full_encode_runs["full_encode"].final)
+    difference = cached.placeholders[0].vectors - full.placeholders[0].vectors
+    assert float(difference.norm() / full.placeholders[0].vectors.norm()) <= 1e-4
+    ours, theirs = load_file(zero_prior_run.final), load_file(pivot_and_full_encode_runs["full_encode"].final)
+    for key in ours:
+        assert torch.allclose(ours[key].float(), theirs[key].float(), rtol=1e-3, atol=1e-5), key
+
+
+# --- several processes (torchrun; accelerate on CPU uses gloo) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_process_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_pipeline_dir: Path) -> Run:
+    """Two ranks of ``run.py`` (torchrun, gloo): 4 steps, pivot at 3, each rank drawing its own noise.
+
+    ``accelerate launch --cpu`` starts one process; torchrun with
+    ``ACCELERATE_USE_CPU`` gives accelerate's multi-CPU state, the CPU stand-in
+    for ``accelerate launch --multi_gpu``.
+    """
+
+    def change(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"].update(num_vectors=VECTORS, stop_step=3)
+        process["train"].update(disable_sampling=True)
+
+    folder = workdir / "two_processes"
+    path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "two.yaml")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "run.py", str(path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=aitk_root, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                            check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return Run(output, folder / JOB)
+
+
+def test_two_processes_keep_the_vector_and_lora_identical_and_save_once(two_process_run: Run) -> None:
+    ranks = [json.loads((two_process_run.save_root.parent / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [s["step"] for s in ranks[0]] == [s["step"] for s in ranks[1]] == [0, 1, 2, 3]
+    # The ranks trained on different noise (different losses), yet step with one averaged gradient.
+    assert all(a["loss"] != b["loss"] for a, b in zip(*ranks))
+    assert all(a["vectors"] == b["vectors"] and a["lora"] == b["lora"] for a, b in zip(*ranks))
+    assert len({s["vectors"] for s in ranks[0]}) == 3  # trained on steps 0-2, frozen at the pivot (step 3)
+    saved = sorted(p.name for p in two_process_run.save_root.glob("*.safetensors"))
+    assert saved == [f"{JOB}.safetensors", f"{JOB}_000000002.safetensors"]
+    assert read_zero_prior(two_process_run.final).extra["pivot_step"] == 3

@@ -13,6 +13,12 @@ def test_defaults_are_the_zero_prior_design():
     assert config.weight_decay == 0.0 and config.lr is None and config.lstrip is False
 
 
+@pytest.mark.parametrize(("stop_step", "steps", "pivot"), [(None, 100, None), (30, 100, 30), (0.25, 1000, 250),
+                                                           ("0.5", 7, 4), (0.001, 100, 1)])
+def test_stop_step_resolves_against_the_run_length(stop_step, steps, pivot):
+    assert PlaceholderConfig.from_dict({"stop_step": stop_step}).pivot_step(steps) == pivot
+
+
 def test_yaml_style_values_are_coerced():
     config = PlaceholderConfig.from_dict({"init_std": "1e-4", "lr": 1, "weight_decay": 0})
     assert config.init_std == 1e-4 and config.lr == 1.0 and config.weight_decay == 0.0
@@ -37,6 +43,11 @@ def test_yaml_style_values_are_coerced():
         ({"weight_decay": 2}, "config.process[0].placeholder.weight_decay must be in [0, 1], got 2.0"),
         ({"lstrip": "yes"}, "config.process[0].placeholder.lstrip must be true or false, got str 'yes'"),
         ({"lstrip": True}, "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
+        ({"stop_step": 0}, "config.process[0].placeholder.stop_step must be at least 1 step, got 0"),
+        ({"stop_step": 1.0}, "config.process[0].placeholder.stop_step 1.0 is a float, so a fraction of train.steps"),
+        ({"stop_step": True}, "config.process[0].placeholder.stop_step must be a step count (integer) or a fraction"),
+        ({"stop_step": "half"}, "config.process[0].placeholder.stop_step must be a number, got 'half'"),
+        ({"prefix_cache": "on"}, "config.process[0].placeholder.prefix_cache must be true or false, got str 'on'"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):

@@ -72,7 +72,9 @@ def test_encode_matches_pipeline(setup, prompts):
                 assert grad.norm() == 0
             else:
                 assert _relative(grad, ref) <= TOLERANCE
-    assert cache.stats.misses == len(prompts) and cache.stats.hits == len(prompts)
+    # One miss per distinct prefix; every other lookup (repeats and the second attempt) hits.
+    assert cache.stats.misses == len(cache)
+    assert cache.stats.hits == 2 * len(prompts) - len(cache)
 
 
 def test_gradient_is_nonzero_and_prefix_is_reused(setup):
@@ -82,6 +84,16 @@ def test_gradient_is_nonzero_and_prefix_is_reused(setup):
     assert grads[0].norm() > 0
     cache.encode(["a photo of <zwx>"])
     assert (cache.stats.hits, cache.stats.misses, len(cache)) == (1, 1, 1)
+
+
+def test_captions_with_one_prefix_share_an_entry(setup):
+    pipe, placeholders = setup
+    cache = PrefixCache.from_pipeline(pipe, placeholders)
+    cache.encode(["<zwx> in a field"])
+    embeds, _ = cache.encode(["<zwx> on a beach, at dusk"])
+    assert (cache.stats.misses, cache.stats.hits, len(cache)) == (1, 1, 1)
+    ref, _ = pipe.encode_prompt(["<zwx> on a beach, at dusk"], device="cpu")
+    assert _relative(embeds.detach(), ref.detach()) <= TOLERANCE
 
 
 def test_weight_change_invalidates(setup):

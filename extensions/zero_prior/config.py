@@ -45,6 +45,15 @@ class PlaceholderConfig:
         default=False,
         metadata={"help": "record the text encoder's sha256 at start and at every save (slow on the 7B encoder)"},
     )
+    stop_step: int | float | None = field(
+        default=None,
+        metadata={"help": "pivot: steps (int) or fraction of train.steps (float) after which the vector freezes, "
+                  "every prompt is encoded once and the text encoder is unloaded; null trains it throughout"},
+    )
+    prefix_cache: bool = field(
+        default=True,
+        metadata={"help": "while the vector trains, compute the prompt positions before the token once per prefix"},
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -89,6 +98,34 @@ class PlaceholderConfig:
                 "template's newline and be dropped with the template); set lstrip: false"
             )
         _check_type(path, "verify_text_encoder", self.verify_text_encoder, bool)
+        if self.stop_step is not None:
+            if isinstance(self.stop_step, bool) or not isinstance(self.stop_step, (int, float)):
+                raise ConfigError(
+                    f"{path}.stop_step must be a step count (integer) or a fraction of train.steps (number "
+                    f"between 0 and 1), got {type(self.stop_step).__name__} {self.stop_step!r}"
+                )
+            if isinstance(self.stop_step, int) and self.stop_step < 1:
+                raise ConfigError(f"{path}.stop_step must be at least 1 step, got {self.stop_step}")
+            if isinstance(self.stop_step, float) and not 0 < self.stop_step < 1:
+                raise ConfigError(
+                    f"{path}.stop_step {self.stop_step} is a float, so a fraction of train.steps: it must be "
+                    "between 0 and 1 exclusive (write an integer for a step count)"
+                )
+        _check_type(path, "prefix_cache", self.prefix_cache, bool)
+
+    def pivot_step(self, total_steps: int) -> int | None:
+        """The step at which the vector freezes, for a run of ``total_steps``; ``None`` without a pivot.
+
+        A fraction rounds to the nearest step and is at least 1.
+
+        >>> PlaceholderConfig(stop_step=0.25).pivot_step(1000)
+        250
+        """
+        if self.stop_step is None:
+            return None
+        if isinstance(self.stop_step, float):
+            return max(1, round(self.stop_step * total_steps))
+        return self.stop_step
 
     @property
     def token_strings(self) -> tuple[str, ...]:
@@ -146,6 +183,11 @@ def _check_type(path: str, key: str, value: Any, expected: type) -> None:
 def _coerce_number(path: str, key: str, value: Any) -> Any:
     """Accept ints where floats are expected and YAML's string floats ('1e-5')."""
     float_keys = {"init_std", "lr", "weight_decay"}
+    if key == "stop_step" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{path}.{key} must be a number, got {value!r}") from None
     if key in float_keys and value is not None and not isinstance(value, bool):
         if isinstance(value, int):
             return float(value)

@@ -111,7 +111,7 @@ def _compare(model: Path, baseline: Path, zero_prior: Path, image: Path, seed: i
         )
     check = meta.extra.get("text_encoder_sha256")
     if check:
-        same = "yes" if check["start"] == check["at_save"] else "NO"
+        same = "yes" if check["start"] == check.get("at_save", check.get("at_pivot")) else "NO"
         lines.append(f"{'':10s}  text encoder unchanged by training (sha256 at start == at save): {same}")
     _side_by_side(pictures, image)
     lines.append(f"image     : {image} (same seed; left baseline, right zero-prior)")

@@ -24,7 +24,7 @@ TESTED_COMMIT = "27a03a91f23eb1b757d5ec2e80ee3e129cfcc350"
 EXTENSION_NAME = "zero_prior"
 # Written inside a copied extension so a later run knows the copy is ours.
 COPY_MARKER = ".installed-by-zero-prior"
-CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml")
+CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml", "zero_prior_24gb.yaml")
 
 
 @dataclass

@@ -4,7 +4,7 @@ In a causal text encoder nothing before the first placeholder token depends on
 the placeholder vectors: not its hidden states, not its keys and values. So
 ``PrefixCache.encode`` runs the encoder on that prefix once, without gradient,
 keeps the per-layer key/value tensors and the final (post-norm) hidden states
-per caption, and afterwards runs the encoder with gradient only from the first
+per distinct prefix, and afterwards runs the encoder with gradient only from the first
 placeholder on, feeding the cached keys/values as ``past_key_values`` and the
 true rotary positions. The result equals ``QwenImagePipeline.encode_prompt``:
 same template, same 34 dropped positions, same right padding with zero rows,
@@ -15,9 +15,11 @@ prefix of the batch for every row (each row's own cached keys/values, cut to
 that length); the rows' remaining prefix positions are recomputed with the
 suffix, which costs a little time but nothing in exactness.
 
-Cached entries are dropped when the caption's prefix tokens change (new
-tokenizer entries) or when the text encoder's weights change, detected by a
-fingerprint: ``"version"`` (default) compares every parameter's and buffer's
+Entries are keyed by the prefix's token ids, not by the caption: captions
+that start alike (most do, since ai-toolkit puts the trigger first) share
+one entry, and a caption whose prefix tokenizes differently (new tokenizer
+entries, an edited caption) can never hit a stale one. Every entry is dropped
+when the text encoder's weights change, detected by a fingerprint: ``"version"`` (default) compares every parameter's and buffer's
 storage pointer, in-place version counter, shape, dtype and device; it is
 free, but misses writes through ``param.data``. ``"digest"`` adds per-tensor
 float64 sums (one pass over the weights per call); ``"manual"`` trusts the
@@ -102,7 +104,7 @@ class PrefixCache:
         self.template = template
         self.drop_idx = drop_idx
         self.stats = CacheStats()
-        self._entries: OrderedDict[str, _Prefix] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
         self._fingerprint: tuple | None = None
         layer_types = getattr(self._language_model.config, "layer_types", None) or []
         if any(kind != "full_attention" for kind in layer_types):
@@ -148,7 +150,7 @@ class PrefixCache:
             raise PlaceholderError("PrefixCache needs right padding, as Qwen-Image's tokenizer does")
         lengths = attention_mask.sum(dim=1).tolist()
         rows = [input_ids[i, :n].tolist() for i, n in enumerate(lengths)]
-        entries = [self._prefix(prompt, row, device) for prompt, row in zip(prompts, rows)]
+        entries = [self._prefix(row, device) for row in rows]
         common = min(len(entry.token_ids) for entry in entries)
 
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
@@ -191,15 +193,15 @@ class PrefixCache:
         )
         return output.last_hidden_state
 
-    def _prefix(self, prompt: str, row: list[int], device: torch.device) -> _Prefix:
-        """The caption's cached prefix, computed without gradient on a miss or a token change."""
+    def _prefix(self, row: list[int], device: torch.device) -> _Prefix:
+        """The cached prefix of a tokenized prompt, computed without gradient on a miss."""
         first = next((j for j, t in enumerate(row) if t in self.placeholder_ids), len(row))
         # At least one position goes through the gradient pass, so a row never vanishes.
         length = min(first, len(row) - 1)
         token_ids = tuple(row[:length])
-        entry = self._entries.get(prompt)
-        if entry is not None and entry.token_ids == token_ids and entry.hidden.device == device:
-            self._entries.move_to_end(prompt)
+        entry = self._entries.get(token_ids)
+        if entry is not None and entry.hidden.device == device:
+            self._entries.move_to_end(token_ids)
             self.stats.hits += 1
             return entry
         self.stats.misses += 1
@@ -216,8 +218,8 @@ class PrefixCache:
             keys = values = []
             hidden = torch.empty(0, self._language_model.config.hidden_size, device=device)
         entry = _Prefix(token_ids, keys, values, hidden)
-        self._entries[prompt] = entry
-        self._entries.move_to_end(prompt)
+        self._entries[token_ids] = entry
+        self._entries.move_to_end(token_ids)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return entry

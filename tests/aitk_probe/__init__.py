@@ -21,6 +21,8 @@ import torch
 from toolkit.extension import Extension
 
 PROBE_FILE = "probe.json"
+PIVOT_PROMPTS_FILE = "pivot_prompts.pt"
+RANK_FILE = "rank{}.json"
 
 
 class ZeroPriorProbeExtension(Extension):
@@ -38,7 +40,62 @@ class ZeroPriorProbeExtension(Extension):
                 self.probe_text_encoder = self.sd.text_encoder[0]
                 self.probe_start = _digests(self.probe_text_encoder)  # before the placeholder is added
                 self.probe_samples: list[dict[str, Any]] = []
+                self.probe_pivot: dict[str, Any] | None = None
                 super().hook_after_model_load()
+
+            def pivot(self) -> None:
+                """Record what the pivot leaves behind; the encoder's weights go to the meta device with it."""
+                self.probe_end = _digests(self.probe_text_encoder)
+                super().pivot()
+                frozen = self.sd.frozen_prompts
+                embeds = {prompt: frozen.lookup([prompt], torch.device("cpu")).text_embeds for prompt in frozen.prompts}
+                torch.save(embeds, os.path.join(self.training_folder, PIVOT_PROMPTS_FILE))
+                self.probe_pivot = {
+                    "step": self.step_num,
+                    "text_encoder_now": type(self.sd.text_encoder[0]).__name__,
+                    "old_text_encoder_devices": sorted({str(t.device) for t in self.probe_text_encoder.parameters()}),
+                    "vector_requires_grad": [p.vectors.requires_grad for p in self.placeholders],
+                    "sample_prompts_cached": self.sd.sample_prompts_cache is not None,
+                }
+
+            def prepare_accelerator(self) -> None:
+                """Several CPU processes: accelerate's MULTI_CPU branch wraps even frozen modules (the VAE)
+                in DDP, which torch refuses; its multi-GPU branch leaves modules without trainable
+                parameters unwrapped. The CPU test runs get the multi-GPU rule."""
+                prepare = self.accelerator.prepare
+
+                def multi_gpu_rule(*objects: Any, **kwargs: Any) -> Any:
+                    frozen = len(objects) == 1 and isinstance(objects[0], torch.nn.Module) and not any(
+                        p.requires_grad for p in objects[0].parameters())
+                    return objects[0] if frozen else prepare(*objects, **kwargs)
+
+                self.accelerator.prepare = multi_gpu_rule
+                try:
+                    super().prepare_accelerator()
+                finally:
+                    del self.accelerator.prepare
+
+            def hook_before_train_loop(self) -> None:
+                super().hook_before_train_loop()
+                self.probe_steps: list[dict[str, Any]] = []
+                if self.accelerator.num_processes > 1:
+                    # Each rank its own noise and timesteps, as separate GPUs without SEED would draw.
+                    torch.manual_seed(1000 + self.accelerator.process_index)
+
+            def hook_train_loop(self, batch: Any) -> Any:
+                loss_dict = super().hook_train_loop(batch)
+                self.probe_steps.append({
+                    "step": self.step_num,
+                    "loss": float(loss_dict["loss"]),
+                    "vectors": _tensor_digest([p.vectors for p in self.placeholders]),
+                    "lora": _tensor_digest([p for p in self.network.parameters()]),
+                })
+                return loss_dict
+
+            def ensure_params_requires_grad(self, force: bool = False) -> None:
+                super().ensure_params_requires_grad(force=force)
+                if self.probe_pivot is not None:
+                    self.probe_pivot["vector_requires_grad"] += [p.vectors.requires_grad for p in self.placeholders]
 
             def sample(self, step: int | None = None, is_first: bool = False) -> None:
                 captured: list[tuple[str, torch.Tensor]] = []
@@ -83,15 +140,20 @@ class ZeroPriorProbeExtension(Extension):
 
             def done_hook(self) -> None:
                 super().done_hook()
-                end = _digests(self.probe_text_encoder)
+                end = self.probe_end if self.probe_pivot is not None else _digests(self.probe_text_encoder)
                 changed = sorted(name for name, digest in self.probe_start.items() if end[name] != digest)
                 result = {
                     "text_encoder_tensors": len(self.probe_start),
                     "text_encoder_changed": changed,
                     "samples": self.probe_samples,
+                    "pivot": self.probe_pivot,
                 }
-                with open(os.path.join(self.training_folder, PROBE_FILE), "w", encoding="utf-8") as handle:
-                    json.dump(result, handle, indent=2)
+                rank_file = os.path.join(self.training_folder, RANK_FILE.format(self.accelerator.process_index))
+                with open(rank_file, "w", encoding="utf-8") as handle:
+                    json.dump(self.probe_steps, handle, indent=2)
+                if self.accelerator.is_main_process:
+                    with open(os.path.join(self.training_folder, PROBE_FILE), "w", encoding="utf-8") as handle:
+                        json.dump(result, handle, indent=2)
 
         return ZeroPriorProbe
 
@@ -101,6 +163,13 @@ def _digests(module: torch.nn.Module) -> dict[str, str]:
         name: hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
         for name, tensor in module.state_dict().items()
     }
+
+
+def _tensor_digest(tensors: list[torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 AI_TOOLKIT_EXTENSIONS = [ZeroPriorProbeExtension]

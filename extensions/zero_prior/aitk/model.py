@@ -8,7 +8,10 @@ subclass (its own arch, ``qwen_image_zero_prior``, chosen by the trainer when
 
 - the transformer receives the same prompt embeddings, but still attached to
   the autograd graph whenever they carry one;
-- prompts are expanded for multi-vector placeholders before encoding;
+- prompts are expanded for multi-vector placeholders before encoding, and
+  encoded through the trainer's ``PrefixCache`` while the vector trains
+  (the positions before the token are computed once per prefix) or looked up
+  in ``FrozenPrompts`` after the pivot (the text encoder is gone by then);
 - LoRA files are written through ``format.save_lora_file`` so every save
   carries the placeholder record in its metadata.
 
@@ -26,7 +29,9 @@ from toolkit.accelerator import unwrap_model
 from toolkit.prompt_utils import PromptEmbeds
 
 from ..format import ZeroPriorMetadata, save_lora_file
+from ..prefix_cache import PrefixCache
 from ..tokens import RegisteredToken, expand_prompt
+from .pivot import FrozenPrompts
 from .settings import QWEN_IMAGE_ARCH, ZERO_PRIOR_ARCH
 
 
@@ -42,14 +47,34 @@ class QwenImageZeroPriorModel(QwenImageModel):
         self.placeholder_tokens: list[RegisteredToken] = []
         # Set by the trainer: builds the placeholder record (current vectors, step) for each save.
         self.placeholder_record: Callable[[], ZeroPriorMetadata] | None = None
+        # Set by the trainer: the gradient-carrying encode while the vector trains, if enabled ...
+        self.prefix_cache: PrefixCache | None = None
+        # ... and every prompt's embeddings from the pivot on.
+        self.frozen_prompts: FrozenPrompts | None = None
 
     def get_base_model_version(self) -> str:
         return QWEN_IMAGE_ARCH
 
     def get_prompt_embeds(self, prompt: str | list[str]) -> PromptEmbeds:
-        """Encode with each multi-vector placeholder expanded to its consecutive entries."""
+        """Encode with each multi-vector placeholder expanded to its consecutive entries.
+
+        After the pivot the prompts come from ``frozen_prompts`` (keyed as
+        ai-toolkit asks for them); while the vector trains, gradient-carrying
+        encodes go through ``prefix_cache``; anything else (sampling, static
+        prompts) takes ai-toolkit's own path.
+        """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        return super().get_prompt_embeds([expand_prompt(text, self.placeholder_tokens) for text in prompts])
+        if self.frozen_prompts is not None:
+            return self.frozen_prompts.lookup(prompts, self.device_torch)
+        expanded = [expand_prompt(text, self.placeholder_tokens) for text in prompts]
+        if self.prefix_cache is None or not torch.is_grad_enabled():
+            return super().get_prompt_embeds(expanded)
+        if self.pipeline.text_encoder.device != self.device_torch:
+            self.pipeline.text_encoder.to(self.device_torch)
+        embeds, mask = self.prefix_cache.encode(expanded, device=self.device_torch)
+        if mask is None:  # as the parent: ai-toolkit always carries a mask
+            mask = torch.ones(embeds.shape[:2], device=embeds.device, dtype=torch.int64)
+        return PromptEmbeds(embeds, attention_mask=mask)
 
     def get_noise_prediction(
         self,

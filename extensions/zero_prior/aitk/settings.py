@@ -36,13 +36,34 @@ _REFUSED_TRAIN_FLAGS = {
 }
 
 
+# train.<flag> / datasets[].<flag>: caption randomness that makes the set of prompts open-ended, so the
+# prompts cannot all be encoded at the pivot (placeholder.stop_step) before the text encoder goes.
+_PIVOT_REFUSED_TRAIN_FLAGS = {
+    "short_and_long_captions": "it encodes the short captions too",
+    "prompt_saturation_chance": "it repeats captions a random number of times",
+    "do_cfg": "it encodes a random negative prompt every step",
+}
+_PIVOT_REFUSED_DATASET_FLAGS = {
+    "shuffle_tokens": "it shuffles the caption's parts every step",
+    "token_dropout_rate": "it drops random caption parts every step",
+    "random_triggers": "it appends random trigger words every step",
+}
+# ai-toolkit's TrainConfig default for train.steps.
+AI_TOOLKIT_DEFAULT_STEPS = 1000
+
+
 @dataclass(frozen=True)
 class ZeroPriorSettings:
-    """The checked zero-prior settings of one process (``enabled`` is the toggle)."""
+    """The checked zero-prior settings of one process (``enabled`` is the toggle).
+
+    ``pivot_step`` is ``placeholder.stop_step`` resolved against
+    ``train.steps`` (``None``: the vector trains for the whole run).
+    """
 
     enabled: bool
     placeholder: PlaceholderConfig
     path: str
+    pivot_step: int | None = None
 
 
 def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettings:
@@ -66,9 +87,11 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
             "with the LoRA, false runs ai-toolkit's own LoRA training (the baseline)"
         )
     placeholder = PlaceholderConfig.from_dict(process.get("placeholder"), path=f"{path}.placeholder")
+    pivot_step = None
     if enabled:
         _refuse_conflicts(process, train, placeholder, path)
-    return ZeroPriorSettings(enabled=enabled, placeholder=placeholder, path=path)
+        pivot_step = _pivot_step(process, train, placeholder, path)
+    return ZeroPriorSettings(enabled=enabled, placeholder=placeholder, path=path, pivot_step=pivot_step)
 
 
 def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) -> Any:
@@ -139,6 +162,37 @@ def _refuse_conflicts(
             "captions and sample prompts would never contain the token; remove trigger_word (it defaults to the "
             "token) or make it contain the token"
         )
+
+
+def _pivot_step(
+    process: Mapping[str, Any], train: Mapping[str, Any], placeholder: PlaceholderConfig, path: str
+) -> int | None:
+    """Resolve ``placeholder.stop_step`` and refuse what would make the pivot's prompt set incomplete."""
+    steps = train.get("steps", AI_TOOLKIT_DEFAULT_STEPS)
+    pivot = placeholder.pivot_step(int(steps))
+    if pivot is None:
+        return None
+    key = f"{path}.placeholder.stop_step"
+    if pivot >= steps:
+        raise ConfigError(
+            f"{key} resolves to step {pivot}, not before train.steps {steps}, so the pivot would never happen; "
+            "lower it or remove it"
+        )
+    why = "the prompts are encoded once at the pivot and the text encoder is unloaded, but"
+    for flag, reason in _PIVOT_REFUSED_TRAIN_FLAGS.items():
+        if train.get(flag):
+            raise ConfigError(
+                f"{path}.train.{flag}: {train[flag]!r} cannot be used with {key} ({why} {reason}); "
+                f"turn {flag} off or remove stop_step"
+            )
+    for number, dataset in enumerate(process.get("datasets") or []):
+        for flag, reason in _PIVOT_REFUSED_DATASET_FLAGS.items():
+            if isinstance(dataset, Mapping) and dataset.get(flag):
+                raise ConfigError(
+                    f"{path}.datasets[{number}].{flag}: {dataset[flag]!r} cannot be used with {key} ({why} "
+                    f"{reason}); turn {flag} off or remove stop_step"
+                )
+    return pivot
 
 
 def _mapping(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:

@@ -13,10 +13,20 @@ returns to the parent untouched. With ``true``, the trainer
   span of each ``train_single_accumulation`` (it is read nowhere else during
   a step, and the text encoder was never made trainable by it), and the model
   class (``QwenImageZeroPriorModel``) keeps the embeddings attached;
-- saves the vector in the metadata of every LoRA file and restores it
-  bit-exactly when ai-toolkit resumes from one;
+- encodes training prompts through a ``PrefixCache`` (``placeholder.prefix_cache``):
+  the positions before the token are computed once per prefix, without gradient;
+- at ``placeholder.stop_step`` pivots (``pivot``): the vector freezes, every
+  caption and sample prompt is encoded once, the text encoder is unloaded and
+  the run goes on like the baseline with cached embeddings;
+- saves the vector in the metadata of every LoRA file (with the pivot step,
+  once past it) and restores it bit-exactly when ai-toolkit resumes from one,
+  pivoting right away when the resumed step is past ``stop_step``;
 - logs the vector's norm, gradient norm, cosine to its start and nearest
-  vocabulary tokens every ``logging.log_every`` steps.
+  vocabulary tokens every ``logging.log_every`` steps;
+- on several GPUs (``accelerate launch run.py``): starts every rank from rank
+  0's LoRA, vector and step, and averages the LoRA's and the vector's
+  gradients after every backward (``distributed``), since ai-toolkit's DDP
+  wrapper never runs its forward and so averages nothing; rank 0 saves.
 """
 
 from __future__ import annotations
@@ -29,17 +39,22 @@ from typing import Any, Callable
 
 import torch
 from extensions_built_in.sd_trainer.SDTrainer import SDTrainer
+from toolkit.basic import flush
 from toolkit.data_loader import get_dataloader_datasets
 from toolkit.print import print_acc
 from toolkit.prompt_utils import inject_trigger_into_prompt
+from toolkit.unloader import unload_text_encoder
 from tqdm import tqdm
 
+from ..distributed import average_gradients, broadcast_from_main, broadcast_objects_from_main
 from ..errors import PlaceholderError
 from ..format import ZeroPriorMetadata, read_zero_prior, vector_sha256
 from ..placeholder import PlaceholderEmbedding
+from ..prefix_cache import PrefixCache
 from ..prepare import add_placeholders, to_metadata
 from ..telemetry import module_sha256, placeholder_stats
 from .model import QwenImageZeroPriorModel
+from .pivot import encode_once, training_captions
 from .settings import ZERO_PRIOR_ARCH, effective_config, read_settings
 
 NEAREST_TOKENS = 5
@@ -57,7 +72,9 @@ class ZeroPriorTrainer(SDTrainer):
         self.placeholders: list[PlaceholderEmbedding] = []
         self.vocab_rows = 0
         self._text_encoder_sha256 = ""
+        self._text_encoder_sha256_at_pivot = ""
         self._grad_norms: dict[str, torch.Tensor] = {}
+        self._trained: list[torch.Tensor] = []
 
     def hook_after_model_load(self) -> None:
         super().hook_after_model_load()
@@ -76,6 +93,8 @@ class ZeroPriorTrainer(SDTrainer):
             self._text_encoder_sha256 = module_sha256(self.sd.text_encoder[0])
         self.sd.placeholder_tokens = [placeholder.registered for placeholder in self.placeholders]
         self.sd.placeholder_record = self._placeholder_record
+        if self.zero_prior.placeholder.prefix_cache:
+            self.sd.prefix_cache = PrefixCache.from_pipeline(self.sd.pipeline, self.placeholders)
         for placeholder in self.placeholders:
             placeholder.vectors.register_post_accumulate_grad_hook(self._remember_grad_norm(placeholder))
             registered = placeholder.registered
@@ -106,31 +125,97 @@ class ZeroPriorTrainer(SDTrainer):
 
     def hook_before_train_loop(self) -> None:
         super().hook_before_train_loop()
+        if self.zero_prior.enabled:
+            # Several GPUs: only rank 0 reads the resumed step from the file, and only the DDP
+            # wrapper's (never-run) forward would have kept the LoRA in step.
+            self.step_num, self.start_step, self.epoch_num = broadcast_objects_from_main(
+                [self.step_num, self.start_step, self.epoch_num]
+            )
+            self._trained = [param for group in self.params for param in group["params"]]
+            broadcast_from_main(self._trained)
         if self.zero_prior.enabled and self.data_loader is not None:
             self._warn_about_captions()
+        if self._pivot_due():  # resumed past stop_step: the restored vector is the frozen one
+            self.pivot()
+
+    def ensure_params_requires_grad(self, force: bool = False) -> None:
+        """ai-toolkit re-enables grad on every optimizer parameter (after saves); a frozen vector stays frozen."""
+        super().ensure_params_requires_grad(force=force)
+        if self.zero_prior.enabled and self.sd.frozen_prompts is not None:
+            for placeholder in self.placeholders:
+                placeholder.vectors.requires_grad_(False)
 
     def train_single_accumulation(self, batch: Any) -> Any:
         if not self.zero_prior.enabled:
             return super().train_single_accumulation(batch)
-        # SDTrainer encodes prompts with gradient only while this is set; nothing else reads it during a step.
-        self.train_config.train_text_encoder = True
-        try:
-            return super().train_single_accumulation(batch)
-        finally:
-            self.train_config.train_text_encoder = False
+        if self.sd.frozen_prompts is not None:
+            loss = super().train_single_accumulation(batch)
+        else:
+            # SDTrainer encodes prompts with gradient only while this is set; nothing else reads it during a step.
+            self.train_config.train_text_encoder = True
+            try:
+                loss = super().train_single_accumulation(batch)
+            finally:
+                self.train_config.train_text_encoder = False
+        average_gradients(self._trained)  # every rank, after every backward, before SDTrainer clips
+        return loss
 
     def hook_train_loop(self, batch: Any) -> Any:
+        if self._pivot_due():
+            self.pivot()
         loss_dict = super().hook_train_loop(batch)
-        if self.zero_prior.enabled and self._is_log_step():
+        if self.zero_prior.enabled and self.sd.frozen_prompts is None and self._is_log_step():
             self._log_placeholders()
         return loss_dict
 
+    def pivot(self) -> None:
+        """Freeze the vector, encode every prompt once with it, and unload the text encoder.
+
+        Runs at the start of step ``stop_step`` (the vector has had exactly
+        ``stop_step`` updates) or, on a resume past it, before the loop (the
+        restored vector is the one frozen at ``stop_step``).
+        """
+        step = self.zero_prior.pivot_step
+        print_acc(
+            f"zero-prior: pivot at step {self.step_num} (stop_step {step}): freezing the placeholder and encoding "
+            "every prompt once"
+        )
+        for placeholder in self.placeholders:
+            placeholder.vectors.requires_grad_(False)
+            placeholder.vectors.grad = None
+        if self.accelerator.is_main_process:
+            self._log_placeholders()
+        if self.zero_prior.placeholder.verify_text_encoder:
+            self._text_encoder_sha256_at_pivot = module_sha256(self.sd.text_encoder[0])
+        self.sd.prefix_cache = None  # its key/value tensors live on the training device
+        self.sd.text_encoder_to(self.device_torch)
+        loaders = [loader for loader in (self.data_loader, self.data_loader_reg) if loader is not None]
+        captions = training_captions(loaders, self.trigger_word, self.sd.inject_trigger_into_prompt)
+        with torch.no_grad():
+            self.cache_sample_prompts()  # ai-toolkit's own sample-prompt cache, now with the final vector
+            self.sd.frozen_prompts = encode_once(captions, self.sd.encode_prompt, step)
+        unload_text_encoder(self.sd)
+        flush()
+        print_acc(
+            f"zero-prior: pivot done: {len(self.sd.frozen_prompts)} training prompts encoded, text encoder unloaded"
+        )
+
+    def _pivot_due(self) -> bool:
+        pivot_step = self.zero_prior.pivot_step
+        return pivot_step is not None and self.sd.frozen_prompts is None and self.step_num >= pivot_step
+
     def _placeholder_record(self) -> ZeroPriorMetadata:
         """The metadata record of the current vectors, written by ``QwenImageZeroPriorModel.save_lora``."""
-        extra = {}
+        extra: dict[str, Any] = {}
+        frozen = self.sd.frozen_prompts
+        if frozen is not None:
+            extra["pivot_step"] = frozen.pivot_step
         if self.zero_prior.placeholder.verify_text_encoder:
-            now = module_sha256(self.sd.text_encoder[0])
-            extra["text_encoder_sha256"] = {"start": self._text_encoder_sha256, "at_save": now}
+            if frozen is None:
+                now = {"at_save": module_sha256(self.sd.text_encoder[0])}
+            else:  # unloaded at the pivot; its hash was taken just before
+                now = {"at_pivot": self._text_encoder_sha256_at_pivot}
+            extra["text_encoder_sha256"] = {"start": self._text_encoder_sha256, **now}
         return to_metadata(
             self.placeholders,
             [self.zero_prior.placeholder],
@@ -150,6 +235,13 @@ class ZeroPriorTrainer(SDTrainer):
                 f"{path} has no zero-prior placeholder, so this run cannot resume its vector: the training folder "
                 "holds a run without train.train_placeholder_token (a baseline?); use another job name or "
                 "training_folder"
+            )
+        recorded_pivot = meta.extra.get("pivot_step")
+        if recorded_pivot is not None and recorded_pivot != self.zero_prior.pivot_step:
+            raise PlaceholderError(
+                f"{path} froze its placeholder at step {recorded_pivot}, but this config's placeholder.stop_step "
+                f"resolves to {self.zero_prior.pivot_step}; resume with the stop_step that run used, or use another "
+                "job name or training_folder"
             )
         records = {record.token: record for record in meta.placeholders}
         for placeholder in self.placeholders:
