@@ -124,7 +124,7 @@ def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> di
         groups.append({"params": [p.vectors for p in placeholders], "weight_decay": 0.0, "lr": 5e-4})
         prompt = PROMPT.format("<zwx>")
     if arm == "zero_prior":
-        encode = PrefixCache.from_pipeline(pipe, placeholders, fingerprint="manual").encode
+        encode = PrefixCache.from_pipeline(pipe, placeholders).encode
     elif arm == "zero_prior_full_encode":
         encode = pipe.encode_prompt
     else:  # baseline and after the pivot: encoded once, no gradient

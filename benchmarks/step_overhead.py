@@ -68,7 +68,7 @@ ARMS: dict[str, Callable[[dict, int], None]] = {
     "zero_prior_pivot": lambda process, warmup: process["placeholder"].update(stop_step=max(1, warmup - 1)),
 }
 # (numerator, denominator) pairs reported as ratios.
-RATIOS = [("zero_prior", "baseline"), ("zero_prior_full_encode", "baseline"),
+RATIOS = [("zero_prior", "baseline"), ("zero_prior", "baseline_cached"), ("zero_prior_full_encode", "baseline"),
           ("zero_prior", "zero_prior_full_encode"), ("zero_prior_pivot", "baseline_cached"),
           ("zero_prior_pivot", "baseline")]
 
@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped from the start of each run")
     args = parser.parse_args()
+    if args.warmup < 2 or args.steps <= args.warmup:
+        parser.error("--warmup must be at least 2 (the pivot arm pivots in the warm-up) and below --steps")
     steps: dict[str, list[float]] = {arm: [] for arm in ARMS}
     peak: dict[str, list[float]] = {arm: [] for arm in ARMS}
     end: dict[str, list[float]] = {arm: [] for arm in ARMS}

@@ -14,7 +14,8 @@ def test_defaults_are_the_zero_prior_design():
 
 
 @pytest.mark.parametrize(("stop_step", "steps", "pivot"), [(None, 100, None), (30, 100, 30), (0.25, 1000, 250),
-                                                           ("0.5", 7, 4), (0.001, 100, 1)])
+                                                           ("0.5", 7, 4), (0.001, 100, 1),
+                                                           ("500", 2000, 500)])
 def test_stop_step_resolves_against_the_run_length(stop_step, steps, pivot):
     assert PlaceholderConfig.from_dict({"stop_step": stop_step}).pivot_step(steps) == pivot
 

@@ -26,7 +26,7 @@ from torch import distributed as dist
 
 import tinytrain
 from zero_prior.config import PlaceholderConfig
-from zero_prior.distributed import average_gradients, broadcast_from_main
+from zero_prior.distributed import any_rank, average_gradients, broadcast_from_main
 from zero_prior.prepare import add_placeholders
 
 WORLD_SIZE = 2
@@ -89,7 +89,13 @@ def average_partial_gradients(rank: int) -> dict[str, torch.Tensor | None]:
     if rank == 1:
         only_rank1.grad = torch.full((3,), 4.0)
     average_gradients([only_rank1, nowhere, half])
-    return {"only_rank1": only_rank1.grad, "nowhere": nowhere.grad, "half": half.grad}
+    # Buckets of one tensor each (8 bytes): the same means as one bucket.
+    small = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    for index, tensor in enumerate(small):
+        tensor.grad = torch.full((2,), float(rank * 10 + index))
+    average_gradients(small, bucket_bytes=8)
+    return {"only_rank1": only_rank1.grad, "nowhere": nowhere.grad, "half": half.grad,
+            "small": [t.grad for t in small], "any_rank": (any_rank(rank == 1), any_rank(False))}
 
 
 def rank_main(rank: int, port: int, pipeline_dir: str, out_dir: str) -> None:
@@ -152,6 +158,7 @@ def test_single_process_leaves_everything_unchanged():
     untouched = torch.nn.Parameter(torch.ones(3))
     average_gradients([vector, untouched])
     broadcast_from_main([vector, untouched])
+    assert any_rank(True) and not any_rank(False)
     assert torch.equal(vector.grad, torch.full((4,), 2.0)) and untouched.grad is None
     assert torch.equal(vector.detach(), torch.arange(4.0))
 
@@ -162,6 +169,11 @@ def test_a_rank_without_a_gradient_takes_part_with_zeros(ranks):
         assert torch.equal(grads["only_rank1"], torch.full((3,), 2.0))  # (0 + 4) / 2 on both ranks
         assert grads["nowhere"] is None  # no rank had one: the optimizer still skips it
         assert torch.equal(grads["half"], torch.full((2,), 1.5, dtype=torch.bfloat16))
+        assert [g.tolist() for g in grads["small"]] == [[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]]  # (i + 10 + i) / 2
+
+
+def test_ranks_agree_when_any_of_them_failed(ranks):
+    assert [rank["partial"]["any_rank"] for rank in ranks] == [(True, False), (True, False)]
 
 
 def test_every_rank_starts_from_the_main_ranks_vectors(ranks, reference):

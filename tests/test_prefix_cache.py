@@ -72,9 +72,11 @@ def test_encode_matches_pipeline(setup, prompts):
                 assert grad.norm() == 0
             else:
                 assert _relative(grad, ref) <= TOLERANCE
-    # One miss per distinct prefix; every other lookup (repeats and the second attempt) hits.
-    assert cache.stats.misses == len(cache)
-    assert cache.stats.hits == 2 * len(prompts) - len(cache)
+    # One miss per distinct prefix; every other lookup (repeats and the second attempt) hits,
+    # except prompts without a placeholder: encoded each time, never stored.
+    without = sum(not any(p.registered.token in prompt for p in placeholders) for prompt in prompts)
+    assert cache.stats.misses == len(cache) and cache.stats.uncached == 2 * without
+    assert cache.stats.hits == 2 * (len(prompts) - without) - len(cache)
 
 
 def test_gradient_is_nonzero_and_prefix_is_reused(setup):
@@ -142,6 +144,25 @@ def test_lru_bound(setup):
     for word in ("red", "green", "blue"):
         cache.encode([f"a {word} <zwx>"])
     assert len(cache) == 2
+
+
+def test_byte_bound_keeps_the_newest_entry(setup):
+    pipe, placeholders = setup
+    cache = PrefixCache.from_pipeline(pipe, placeholders, max_bytes=1)
+    for word in ("red", "green"):
+        embeds, _ = cache.encode([f"a {word} <zwx>"])
+    assert len(cache) == 1 and cache.nbytes > 1
+    ref, _ = pipe.encode_prompt(["a green <zwx>"], device="cpu")
+    assert _relative(embeds.detach(), ref.detach()) <= TOLERANCE
+
+
+def test_prompts_without_the_token_are_not_stored(setup):
+    pipe, placeholders = setup
+    cache = PrefixCache.from_pipeline(pipe, placeholders)
+    embeds, _ = cache.encode(["a photo of a dog in a field"])
+    assert len(cache) == 0 and cache.nbytes == 0 and cache.stats.uncached == 1
+    ref, _ = pipe.encode_prompt(["a photo of a dog in a field"], device="cpu")
+    assert _relative(embeds.detach(), ref.detach()) <= TOLERANCE
 
 
 def test_bad_arguments(setup):

@@ -116,7 +116,7 @@ class PlaceholderConfig:
     def pivot_step(self, total_steps: int) -> int | None:
         """The step at which the vector freezes, for a run of ``total_steps``; ``None`` without a pivot.
 
-        A fraction rounds to the nearest step and is at least 1.
+        A fraction is rounded with Python's ``round`` (halves to even) and is at least 1.
 
         >>> PlaceholderConfig(stop_step=0.25).pivot_step(1000)
         250
@@ -185,9 +185,10 @@ def _coerce_number(path: str, key: str, value: Any) -> Any:
     float_keys = {"init_std", "lr", "weight_decay"}
     if key == "stop_step" and isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"{path}.{key} must be a number, got {value!r}") from None
+        return int(number) if number.is_integer() and number >= 1 else number
     if key in float_keys and value is not None and not isinstance(value, bool):
         if isinstance(value, int):
             return float(value)

@@ -15,6 +15,11 @@ prefix of the batch for every row (each row's own cached keys/values, cut to
 that length); the rows' remaining prefix positions are recomputed with the
 suffix, which costs a little time but nothing in exactness.
 
+A prompt without a placeholder needs no gradient at all: it is encoded
+without one and never stored (regularisation captions would otherwise fill
+the cache with whole prompts). The cache holds at most ``max_entries``
+prefixes and ``max_bytes`` of tensors, dropping the least recently used.
+
 Entries are keyed by the prefix's token ids, not by the caption: captions
 that start alike (most do, since ai-toolkit puts the trigger first) share
 one entry, and a caption whose prefix tokenizes differently (new tokenizer
@@ -54,6 +59,10 @@ class _Prefix:
     values: list[torch.Tensor]
     hidden: torch.Tensor  # [max(0, prefix_len - drop), hidden]
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, self.hidden))
+
 
 @dataclass
 class CacheStats:
@@ -62,6 +71,7 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     invalidations: int = 0
+    uncached: int = 0  # prompts without a placeholder, encoded and not stored
 
 
 class PrefixCache:
@@ -85,6 +95,7 @@ class PrefixCache:
         *,
         fingerprint: str = "version",
         max_entries: int = 4096,
+        max_bytes: int = 512 * 2**20,
         max_length: int = TOKENIZER_MAX_LENGTH,
         template: str = PROMPT_TEMPLATE,
         drop_idx: int = PROMPT_TEMPLATE_START_IDX,
@@ -93,6 +104,8 @@ class PrefixCache:
             raise ValueError(f"fingerprint must be one of {', '.join(FINGERPRINTS)}, got {fingerprint!r}")
         if max_entries < 1:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must not be negative, got {max_bytes}")
         self.placeholder_ids = frozenset(int(i) for i in placeholder_ids)
         if not self.placeholder_ids:
             raise PlaceholderError("PrefixCache needs at least one placeholder id")
@@ -100,11 +113,13 @@ class PrefixCache:
         self.tokenizer = tokenizer
         self.fingerprint_kind = fingerprint
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.max_length = max_length
         self.template = template
         self.drop_idx = drop_idx
         self.stats = CacheStats()
         self._entries: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
+        self._bytes = 0
         self._fingerprint: tuple | None = None
         layer_types = getattr(self._language_model.config, "layer_types", None) or []
         if any(kind != "full_attention" for kind in layer_types):
@@ -124,11 +139,17 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached tensors."""
+        return self._bytes
+
     def invalidate(self) -> None:
         """Drop every cached prefix (call after changing the encoder's weights with ``fingerprint="manual"``)."""
         if self._entries:
             self.stats.invalidations += 1
         self._entries.clear()
+        self._bytes = 0
 
     def encode(
         self,
@@ -195,34 +216,48 @@ class PrefixCache:
 
     def _prefix(self, row: list[int], device: torch.device) -> _Prefix:
         """The cached prefix of a tokenized prompt, computed without gradient on a miss."""
-        first = next((j for j, t in enumerate(row) if t in self.placeholder_ids), len(row))
+        first = next((j for j, t in enumerate(row) if t in self.placeholder_ids), None)
         # At least one position goes through the gradient pass, so a row never vanishes.
-        length = min(first, len(row) - 1)
+        length = min(len(row) if first is None else first, len(row) - 1)
         token_ids = tuple(row[:length])
         entry = self._entries.get(token_ids)
         if entry is not None and entry.hidden.device == device:
             self._entries.move_to_end(token_ids)
             self.stats.hits += 1
             return entry
+        entry = self._compute(token_ids, device)
+        if first is None:
+            self.stats.uncached += 1
+            return entry
         self.stats.misses += 1
+        self._store(token_ids, entry)
+        return entry
+
+    def _compute(self, token_ids: tuple[int, ...], device: torch.device) -> _Prefix:
+        """Keys/values of every layer and the post-norm hidden states of ``token_ids``, without gradient."""
+        length = len(token_ids)
+        if not length:
+            hidden = torch.empty(0, self._language_model.config.hidden_size, device=device)
+            return _Prefix(token_ids, [], [], hidden)
         ids = torch.tensor([token_ids], dtype=torch.long, device=device)
         positions = torch.arange(length, device=device).view(1, 1, -1).expand(3, 1, -1)
         past = DynamicCache(config=self._language_model.config)
         with torch.no_grad():
-            hidden = self._language_model_forward(ids, torch.ones_like(ids), positions, past) if length else None
-        if length:
-            keys = [layer.keys.detach() for layer in past.layers]
-            values = [layer.values.detach() for layer in past.layers]
-            hidden = hidden[0, self.drop_idx :].detach()
-        else:
-            keys = values = []
-            hidden = torch.empty(0, self._language_model.config.hidden_size, device=device)
-        entry = _Prefix(token_ids, keys, values, hidden)
+            hidden = self._language_model_forward(ids, torch.ones_like(ids), positions, past)
+        keys = [layer.keys.detach() for layer in past.layers]
+        values = [layer.values.detach() for layer in past.layers]
+        return _Prefix(token_ids, keys, values, hidden[0, self.drop_idx :].detach())
+
+    def _store(self, token_ids: tuple[int, ...], entry: _Prefix) -> None:
+        """Keep ``entry`` as the most recently used; drop the least recently used beyond the bounds."""
+        previous = self._entries.pop(token_ids, None)
+        if previous is not None:
+            self._bytes -= previous.nbytes
         self._entries[token_ids] = entry
-        self._entries.move_to_end(token_ids)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return entry
+        self._bytes += entry.nbytes
+        while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= dropped.nbytes
 
     def _pad(self, split, device, num_images_per_prompt, max_sequence_length):
         """Right-pad with zero rows and build the mask, as ``_get_qwen_prompt_embeds``/``encode_prompt`` do."""

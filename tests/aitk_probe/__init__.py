@@ -12,6 +12,7 @@ folder). It is imported only by ai-toolkit, never by pytest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ class ZeroPriorProbeExtension(Extension):
                 self.probe_start = _digests(self.probe_text_encoder)  # before the placeholder is added
                 self.probe_samples: list[dict[str, Any]] = []
                 self.probe_pivot: dict[str, Any] | None = None
+                self.probe_prefix_cache: dict[str, int] | None = None
                 super().hook_after_model_load()
 
             def pivot(self) -> None:
@@ -84,6 +86,8 @@ class ZeroPriorProbeExtension(Extension):
 
             def hook_train_loop(self, batch: Any) -> Any:
                 loss_dict = super().hook_train_loop(batch)
+                if self.sd.prefix_cache is not None:
+                    self.probe_prefix_cache = dataclasses.asdict(self.sd.prefix_cache.stats)
                 self.probe_steps.append({
                     "step": self.step_num,
                     "loss": float(loss_dict["loss"]),
@@ -147,6 +151,7 @@ class ZeroPriorProbeExtension(Extension):
                     "text_encoder_changed": changed,
                     "samples": self.probe_samples,
                     "pivot": self.probe_pivot,
+                    "prefix_cache": self.probe_prefix_cache,
                 }
                 rank_file = os.path.join(self.training_folder, RANK_FILE.format(self.accelerator.process_index))
                 with open(rank_file, "w", encoding="utf-8") as handle:

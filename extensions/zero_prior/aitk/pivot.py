@@ -38,9 +38,6 @@ class FrozenPrompts:
     def __len__(self) -> int:
         return len(self._embeds)
 
-    def __contains__(self, prompt: str) -> bool:
-        return prompt in self._embeds
-
     @property
     def prompts(self) -> list[str]:
         """The encoded prompts, in the order they were encoded."""

@@ -40,8 +40,9 @@ _REFUSED_TRAIN_FLAGS = {
 # prompts cannot all be encoded at the pivot (placeholder.stop_step) before the text encoder goes.
 _PIVOT_REFUSED_TRAIN_FLAGS = {
     "short_and_long_captions": "it encodes the short captions too",
-    "prompt_saturation_chance": "it repeats captions a random number of times",
-    "do_cfg": "it encodes a random negative prompt every step",
+    "prompt_saturation_chance": "it lengthens captions by repetition on randomly chosen steps",
+    "do_cfg": "it encodes a negative prompt every step",
+    "do_random_cfg": "it turns do_cfg on every step",
 }
 _PIVOT_REFUSED_DATASET_FLAGS = {
     "shuffle_tokens": "it shuffles the caption's parts every step",
@@ -177,6 +178,18 @@ def _pivot_step(
         raise ConfigError(
             f"{key} resolves to step {pivot}, not before train.steps {steps}, so the pivot would never happen; "
             "lower it or remove it"
+        )
+    start = train.get("start_step")
+    if isinstance(start, int) and start >= pivot:
+        raise ConfigError(
+            f"{path}.train.start_step {start} is not before {key} (step {pivot}): the run would freeze the "
+            f"untrained vector before its first step; lower start_step or raise stop_step"
+        )
+    ema = _mapping(train, "ema_config", f"{path}.train")
+    if ema.get("use_ema"):
+        raise ConfigError(
+            f"{path}.train.ema_config.use_ema cannot be used with {key}: ai-toolkit saves the EMA average of the "
+            "vector, not the vector the prompts were encoded with at the pivot; turn use_ema off or remove stop_step"
         )
     why = "the prompts are encoded once at the pivot and the text encoder is unloaded, but"
     for flag, reason in _PIVOT_REFUSED_TRAIN_FLAGS.items():

@@ -31,22 +31,19 @@ returns to the parent untouched. With ``true``, the trainer
 
 from __future__ import annotations
 
-import copy
 import os
-import random
 from collections import OrderedDict
 from typing import Any, Callable
 
 import torch
 from extensions_built_in.sd_trainer.SDTrainer import SDTrainer
 from toolkit.basic import flush
-from toolkit.data_loader import get_dataloader_datasets
 from toolkit.print import print_acc
-from toolkit.prompt_utils import inject_trigger_into_prompt
+from toolkit.memory_management.manager_modules import sync_grad_transfers
 from toolkit.unloader import unload_text_encoder
 from tqdm import tqdm
 
-from ..distributed import average_gradients, broadcast_from_main, broadcast_objects_from_main
+from ..distributed import any_rank, average_gradients, broadcast_from_main, broadcast_objects_from_main, world_size
 from ..errors import PlaceholderError
 from ..format import ZeroPriorMetadata, read_zero_prior, vector_sha256
 from ..placeholder import PlaceholderEmbedding
@@ -133,10 +130,8 @@ class ZeroPriorTrainer(SDTrainer):
             )
             self._trained = [param for group in self.params for param in group["params"]]
             broadcast_from_main(self._trained)
-        if self.zero_prior.enabled and self.data_loader is not None:
-            self._warn_about_captions()
         if self._pivot_due():  # resumed past stop_step: the restored vector is the frozen one
-            self.pivot()
+            self._pivot_on_every_rank()
 
     def ensure_params_requires_grad(self, force: bool = False) -> None:
         """ai-toolkit re-enables grad on every optimizer parameter (after saves); a frozen vector stays frozen."""
@@ -148,21 +143,37 @@ class ZeroPriorTrainer(SDTrainer):
     def train_single_accumulation(self, batch: Any) -> Any:
         if not self.zero_prior.enabled:
             return super().train_single_accumulation(batch)
-        if self.sd.frozen_prompts is not None:
-            loss = super().train_single_accumulation(batch)
-        else:
-            # SDTrainer encodes prompts with gradient only while this is set; nothing else reads it during a step.
-            self.train_config.train_text_encoder = True
-            try:
-                loss = super().train_single_accumulation(batch)
-            finally:
-                self.train_config.train_text_encoder = False
-        average_gradients(self._trained)  # every rank, after every backward, before SDTrainer clips
+        out_of_memory: torch.cuda.OutOfMemoryError | None = None
+        try:
+            loss = self._train_single_accumulation(batch)
+        except torch.cuda.OutOfMemoryError as error:  # ai-toolkit skips the step; every rank must skip it
+            out_of_memory = error
+        if world_size() > 1:
+            if any_rank(out_of_memory is not None):
+                for param in self._trained:
+                    param.grad = None
+                raise out_of_memory or torch.cuda.OutOfMemoryError(
+                    "zero-prior: another rank ran out of memory in this step; every rank skips it"
+                )
+            sync_grad_transfers()  # offloaded layers copy their gradients to the CPU asynchronously
+            average_gradients(self._trained)  # every rank, after every backward, before SDTrainer clips
+        elif out_of_memory is not None:
+            raise out_of_memory
         return loss
+
+    def _train_single_accumulation(self, batch: Any) -> Any:
+        if self.sd.frozen_prompts is not None:
+            return super().train_single_accumulation(batch)
+        # SDTrainer encodes prompts with gradient only while this is set; nothing else reads it during a step.
+        self.train_config.train_text_encoder = True
+        try:
+            return super().train_single_accumulation(batch)
+        finally:
+            self.train_config.train_text_encoder = False
 
     def hook_train_loop(self, batch: Any) -> Any:
         if self._pivot_due():
-            self.pivot()
+            self._pivot_on_every_rank()
         loss_dict = super().hook_train_loop(batch)
         if self.zero_prior.enabled and self.sd.frozen_prompts is None and self._is_log_step():
             self._log_placeholders()
@@ -171,9 +182,9 @@ class ZeroPriorTrainer(SDTrainer):
     def pivot(self) -> None:
         """Freeze the vector, encode every prompt once with it, and unload the text encoder.
 
-        Runs at the start of step ``stop_step`` (the vector has had exactly
-        ``stop_step`` updates) or, on a resume past it, before the loop (the
-        restored vector is the one frozen at ``stop_step``).
+        Runs at the start of step ``stop_step`` (ai-toolkit counts steps from
+        0, so steps 0 to ``stop_step - 1`` trained the vector) or, on a resume
+        from a save made after the pivot, before the loop.
         """
         step = self.zero_prior.pivot_step
         print_acc(
@@ -193,12 +204,33 @@ class ZeroPriorTrainer(SDTrainer):
         captions = training_captions(loaders, self.trigger_word, self.sd.inject_trigger_into_prompt)
         with torch.no_grad():
             self.cache_sample_prompts()  # ai-toolkit's own sample-prompt cache, now with the final vector
-            self.sd.frozen_prompts = encode_once(captions, self.sd.encode_prompt, step)
+        self.sd.frozen_prompts = encode_once(captions, self.sd.encode_prompt, step)
         unload_text_encoder(self.sd)
         flush()
         print_acc(
             f"zero-prior: pivot done: {len(self.sd.frozen_prompts)} training prompts encoded, text encoder unloaded"
         )
+
+    def _pivot_on_every_rank(self) -> None:
+        """``pivot``, and on several GPUs a hard stop if any rank failed it.
+
+        In one process an out-of-memory pivot is skipped by ai-toolkit like any
+        step and retried on the next; across ranks that would leave the ranks a
+        step apart in their collectives, so every rank stops instead.
+        """
+        if world_size() == 1:
+            self.pivot()
+            return
+        failure: BaseException | None = None
+        try:
+            self.pivot()
+        except Exception as error:  # noqa: BLE001  (every rank must reach the agreement below)
+            failure = error
+        if any_rank(failure is not None):
+            raise RuntimeError(
+                "zero-prior: the pivot (placeholder.stop_step) failed on at least one rank"
+                + (f": {failure}" if failure is not None else "; see that rank's error")
+            ) from failure
 
     def _pivot_due(self) -> bool:
         pivot_step = self.zero_prior.pivot_step
@@ -236,13 +268,8 @@ class ZeroPriorTrainer(SDTrainer):
                 "holds a run without train.train_placeholder_token (a baseline?); use another job name or "
                 "training_folder"
             )
-        recorded_pivot = meta.extra.get("pivot_step")
-        if recorded_pivot is not None and recorded_pivot != self.zero_prior.pivot_step:
-            raise PlaceholderError(
-                f"{path} froze its placeholder at step {recorded_pivot}, but this config's placeholder.stop_step "
-                f"resolves to {self.zero_prior.pivot_step}; resume with the stop_step that run used, or use another "
-                "job name or training_folder"
-            )
+        if path != self.network_config.pretrained_lora_path:  # a resume, not a starting point
+            self._check_pivot_on_resume(path, meta)
         records = {record.token: record for record in meta.placeholders}
         for placeholder in self.placeholders:
             token = placeholder.registered.token
@@ -258,6 +285,23 @@ class ZeroPriorTrainer(SDTrainer):
             print_acc(
                 f"zero-prior: restored placeholder {token!r} from {os.path.basename(path)} "
                 f"(step {meta.training_step}), vector sha256 {vector_sha256(placeholder.vectors)}"
+            )
+
+    def _check_pivot_on_resume(self, path: str, meta: ZeroPriorMetadata) -> None:
+        """Refuse a resume whose saved vector does not fit this config's ``stop_step``."""
+        recorded, configured = meta.extra.get("pivot_step"), self.zero_prior.pivot_step
+        fix = "resume with the stop_step that run used, or use another job name or training_folder"
+        if recorded is not None and recorded != configured:
+            now = "is not set" if configured is None else f"resolves to {configured}"
+            raise PlaceholderError(
+                f"{path} froze its placeholder at step {recorded}, but this config's placeholder.stop_step {now}; {fix}"
+            )
+        saved_at = meta.training_step
+        if recorded is None and configured is not None and saved_at is not None and saved_at >= configured:
+            raise PlaceholderError(
+                f"{path} was saved at step {saved_at} with its placeholder still training, past this "
+                f"config's placeholder.stop_step ({configured}), so the vector would not be the one frozen at "
+                f"step {configured}; {fix}"
             )
 
     def _remember_grad_norm(self, placeholder: PlaceholderEmbedding) -> Callable[[torch.Tensor], None]:
@@ -302,27 +346,3 @@ class ZeroPriorTrainer(SDTrainer):
                     f"grad_norm {scalars[f'{key}/grad_norm']:.3g} "
                     f"cosine_to_initial {scalars[f'{key}/cosine_to_initial']:.3f} nearest {nearest}"
                 )
-
-    def _warn_about_captions(self) -> None:
-        """Warn once, with a count, about training captions that never contain the token.
-
-        Regularisation datasets live in another loader and are meant to lack it.
-        """
-        token = self.zero_prior.placeholder.token
-        total = missing = 0
-        random_state = random.getstate()  # load_caption draws dropout/shuffle: keep the training's stream
-        for dataset in get_dataloader_datasets(self.data_loader):
-            for item in dataset.file_list:
-                probe = copy.copy(item)  # load_caption sets attributes; leave the dataset's item untouched
-                probe.load_caption(dataset.caption_dict)
-                caption = inject_trigger_into_prompt(probe.raw_caption, probe.trigger_word, add_if_not_present=True)
-                total += 1
-                missing += token not in caption
-        random.setstate(random_state)
-        if missing:
-            print_acc(
-                f"zero-prior WARNING: {missing} of {total} training captions never contain {token!r} after "
-                "trigger injection (a dataset with its own trigger_word?); the placeholder learns only from "
-                "captions that contain it"
-            )
-
