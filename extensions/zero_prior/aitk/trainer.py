@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from extensions_built_in.sd_trainer.SDTrainer import SDTrainer
@@ -93,7 +93,6 @@ class ZeroPriorTrainer(SDTrainer):
         if self.zero_prior.placeholder.prefix_cache:
             self.sd.prefix_cache = PrefixCache.from_pipeline(self.sd.pipeline, self.placeholders)
         for placeholder in self.placeholders:
-            placeholder.vectors.register_post_accumulate_grad_hook(self._remember_grad_norm(placeholder))
             registered = placeholder.registered
             print_acc(
                 f"zero-prior: placeholder {registered.token!r} -> token ids {list(registered.token_ids)}, "
@@ -159,6 +158,7 @@ class ZeroPriorTrainer(SDTrainer):
             average_gradients(self._trained)  # every rank, after every backward, before SDTrainer clips
         elif out_of_memory is not None:
             raise out_of_memory
+        self._remember_grad_norms()
         return loss
 
     def _train_single_accumulation(self, batch: Any) -> Any:
@@ -304,14 +304,11 @@ class ZeroPriorTrainer(SDTrainer):
                 f"step {configured}; {fix}"
             )
 
-    def _remember_grad_norm(self, placeholder: PlaceholderEmbedding) -> Callable[[torch.Tensor], None]:
-        """A post-accumulate-grad hook keeping the latest (pre-clip) gradient norm per vector for the logs."""
-        token = placeholder.registered.token
-
-        def remember(vectors: torch.Tensor) -> None:
-            self._grad_norms[token] = vectors.grad.detach().norm(dim=1)
-
-        return remember
+    def _remember_grad_norms(self) -> None:
+        """Keep each vector's current (accumulated, rank-averaged, pre-clip) gradient norm for the logs."""
+        for placeholder in self.placeholders:
+            if placeholder.vectors.grad is not None:
+                self._grad_norms[placeholder.registered.token] = placeholder.vectors.grad.detach().norm(dim=1)
 
     def _is_log_step(self) -> bool:
         """The steps on which BaseSDTrainProcess hands ``additional_logs`` to the logger."""
