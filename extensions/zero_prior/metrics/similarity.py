@@ -18,7 +18,7 @@ cannot be loaded raises ``MetricUnavailableError`` with the reason.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -61,6 +61,14 @@ class _Scorer:
             raise MetricUnavailableError(_load_failure(cls.kind, name, error)) from error
         return cls(model, processor, name, _device(device), batch_size)
 
+    def _image_rows(self, images: Sequence[PilOrPath], features: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``features(pixel_values)`` over ``images`` in batches, L2-normalised, float32 on the CPU."""
+        rows = []
+        for batch in _batches(images, self.batch_size):
+            inputs = self.processor(images=[open_rgb(i) for i in batch], return_tensors="pt")
+            rows.append(features(inputs["pixel_values"].to(self.device, self.model.dtype)))
+        return _normalised(rows)
+
 
 class ClipScorer(_Scorer):
     """A CLIP model and its processor, for CLIP-T and CLIP-I.
@@ -88,12 +96,7 @@ class ClipScorer(_Scorer):
     @torch.inference_mode()
     def image_embeddings(self, images: Sequence[PilOrPath]) -> torch.Tensor:
         """L2-normalised image embeddings, ``[N, projection_dim]`` float32 on the CPU."""
-        rows = []
-        for batch in _batches(images, self.batch_size):
-            inputs = self.processor(images=[open_rgb(i) for i in batch], return_tensors="pt")
-            pixels = inputs["pixel_values"].to(self.device, self.model.dtype)
-            rows.append(_pooled(self.model.get_image_features(pixel_values=pixels)))
-        return _normalised(rows)
+        return self._image_rows(images, lambda pixels: _pooled(self.model.get_image_features(pixel_values=pixels)))
 
     @torch.inference_mode()
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
@@ -145,12 +148,7 @@ class DinoScorer(_Scorer):
     @torch.inference_mode()
     def embeddings(self, images: Sequence[PilOrPath]) -> torch.Tensor:
         """L2-normalised CLS embeddings, ``[N, hidden_size]`` float32 on the CPU."""
-        rows = []
-        for batch in _batches(images, self.batch_size):
-            inputs = self.processor(images=[open_rgb(i) for i in batch], return_tensors="pt")
-            pixels = inputs["pixel_values"].to(self.device, self.model.dtype)
-            rows.append(self.model(pixel_values=pixels).last_hidden_state[:, 0])
-        return _normalised(rows)
+        return self._image_rows(images, lambda pixels: self.model(pixel_values=pixels).last_hidden_state[:, 0])
 
     def similarity(self, images: Sequence[PilOrPath], references: Sequence[PilOrPath]) -> list[float]:
         """Per image, mean cosine to the reference (training) images."""
