@@ -93,8 +93,7 @@ def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is true on at least one rank (a collective: every rank must call it)."""
     if world_size() == 1:
         return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    count = torch.tensor([int(flag)], device=device)
+    count = torch.tensor([int(flag)], device=_communication_device(torch.device("cpu")))
     dist.all_reduce(count, op=dist.ReduceOp.SUM)
     return bool(count.item())
 
