@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..config import PlaceholderConfig
 from ..errors import ConfigError
@@ -114,12 +114,8 @@ def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) ->
 def _refuse_conflicts(
     process: Mapping[str, Any], train: Mapping[str, Any], placeholder: PlaceholderConfig, path: str
 ) -> None:
-    for flag, reason in _REFUSED_TRAIN_FLAGS.items():
-        if train.get(flag):
-            raise ConfigError(
-                f"{path}.train.{flag}: {train[flag]!r} cannot be used with train.{TOGGLE}: true ({reason}); "
-                f"set {flag}: false, or set {TOGGLE}: false for a baseline run"
-            )
+    _refuse_flags(train, _REFUSED_TRAIN_FLAGS, f"{path}.train", f"train.{TOGGLE}: true",
+                  lambda flag: f"set {flag}: false, or set {TOGGLE}: false for a baseline run")
     if train.get("validation_config") is not None:
         raise ConfigError(
             f"{path}.train.validation_config cannot be used with train.{TOGGLE}: true (ai-toolkit encodes the "
@@ -150,12 +146,11 @@ def _refuse_conflicts(
             f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true supports only Qwen-Image; "
             f"set arch: {QWEN_IMAGE_ARCH} (and name_or_path to a Qwen-Image model)"
         )
+    cache_flag = {"cache_text_embeddings": _REFUSED_TRAIN_FLAGS["cache_text_embeddings"]}
     for number, dataset in enumerate(process.get("datasets") or []):
-        if isinstance(dataset, Mapping) and dataset.get("cache_text_embeddings"):
-            raise ConfigError(
-                f"{path}.datasets[{number}].cache_text_embeddings: {dataset['cache_text_embeddings']!r} cannot be "
-                f"used with train.{TOGGLE}: true ({_REFUSED_TRAIN_FLAGS['cache_text_embeddings']}); set it to false"
-            )
+        if isinstance(dataset, Mapping):
+            _refuse_flags(dataset, cache_flag, f"{path}.datasets[{number}]", f"train.{TOGGLE}: true",
+                          lambda flag: "set it to false")
     trigger = process.get("trigger_word")
     if trigger is not None and placeholder.token not in str(trigger):
         raise ConfigError(
@@ -192,20 +187,28 @@ def _pivot_step(
             "vector, not the vector the prompts were encoded with at the pivot; turn use_ema off or remove stop_step"
         )
     why = "the prompts are encoded once at the pivot and the text encoder is unloaded, but"
-    for flag, reason in _PIVOT_REFUSED_TRAIN_FLAGS.items():
-        if train.get(flag):
-            raise ConfigError(
-                f"{path}.train.{flag}: {train[flag]!r} cannot be used with {key} ({why} {reason}); "
-                f"turn {flag} off or remove stop_step"
-            )
+
+    def fix(flag: str) -> str:
+        return f"turn {flag} off or remove stop_step"
+
+    _refuse_flags(train, {f: f"{why} {r}" for f, r in _PIVOT_REFUSED_TRAIN_FLAGS.items()}, f"{path}.train", key, fix)
+    dataset_flags = {f: f"{why} {r}" for f, r in _PIVOT_REFUSED_DATASET_FLAGS.items()}
     for number, dataset in enumerate(process.get("datasets") or []):
-        for flag, reason in _PIVOT_REFUSED_DATASET_FLAGS.items():
-            if isinstance(dataset, Mapping) and dataset.get(flag):
-                raise ConfigError(
-                    f"{path}.datasets[{number}].{flag}: {dataset[flag]!r} cannot be used with {key} ({why} "
-                    f"{reason}); turn {flag} off or remove stop_step"
-                )
+        if isinstance(dataset, Mapping):
+            _refuse_flags(dataset, dataset_flags, f"{path}.datasets[{number}]", key, fix)
     return pivot
+
+
+def _refuse_flags(
+    section: Mapping[str, Any], flags: Mapping[str, str], where: str, against: str, fix: Callable[[str], str]
+) -> None:
+    """Raise ``ConfigError`` for the first of ``flags`` (flag: reason) that ``section`` turns on.
+
+    The message names ``where.flag`` and its value, what it conflicts with, why, and ``fix(flag)``.
+    """
+    for flag, reason in flags.items():
+        if section.get(flag):
+            raise ConfigError(f"{where}.{flag}: {section[flag]!r} cannot be used with {against} ({reason}); {fix(flag)}")
 
 
 def _mapping(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
