@@ -15,10 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -226,8 +223,10 @@ def _config(
     return config
 
 
-def _run(root: Path, config_paths: list[Path], recover: bool = False) -> str:
-    result = run_ai_toolkit(root, config_paths, recover=recover, env={"HF_HUB_OFFLINE": "1"}, timeout=RUN_TIMEOUT)
+def _run(root: Path, config_paths: list[Path], recover: bool = False, launcher: tuple[str, ...] = (),
+         env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT) -> str:
+    result = run_ai_toolkit(root, config_paths, recover=recover, env={"HF_HUB_OFFLINE": "1", **(env or {})},
+                            timeout=timeout, launcher=launcher)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     return output
@@ -526,14 +525,9 @@ def test_prefix_cache_trains_like_the_full_encode(zero_prior_run: Run,
 # --- several processes (torchrun; accelerate on CPU uses gloo) --------------------------------
 
 
-def _torchrun(root: Path, config: Path, timeout: float) -> str:
-    """``run.py`` as two ranks (torchrun, gloo)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "run.py", str(config)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
+TWO_RANKS = ("-m", "torch.distributed.run", "--nproc_per_node", "2")
+# accelerate's multi-CPU state (gloo); one thread per rank on two cores.
+TWO_RANKS_ENV = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -561,7 +555,7 @@ def two_process_runs(aitk_root: Path, workdir: Path, datasets: dict[str, Path],
                 shutil.copy2(runs["two_processes"].save_root / file, folder / JOB / file)
         path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / f"{name}.yaml")
         # A rank that started at another step would wait in a collective forever: a short timeout.
-        runs[name] = Run(_torchrun(aitk_root, path, timeout=240), folder / JOB)
+        runs[name] = Run(_run(aitk_root, [path], launcher=TWO_RANKS, env=TWO_RANKS_ENV, timeout=240), folder / JOB)
     return runs
 
 

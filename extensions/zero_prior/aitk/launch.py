@@ -88,13 +88,16 @@ def run_ai_toolkit(
     recover: bool = False,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    launcher: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python run.py [-r] CONFIG...`` in ``root`` with this interpreter; output is captured.
+    """Run ``python [LAUNCHER...] run.py [-r] CONFIG...`` in ``root`` with this interpreter; output is captured.
 
     ``recover`` (ai-toolkit's ``-r``) lets later configs run after one fails,
     so several short jobs can share one start-up (about 20 s of imports).
+    ``launcher`` starts ``run.py`` through a module, e.g.
+    ``["-m", "torch.distributed.run", "--nproc_per_node", "2"]`` for two ranks.
     """
-    command = [sys.executable, "run.py", *(["-r"] if recover else []), *(str(config) for config in configs)]
+    command = [sys.executable, *launcher, "run.py", *(["-r"] if recover else []), *(str(c) for c in configs)]
     return subprocess.run(
         command,
         cwd=root,
