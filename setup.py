@@ -7,8 +7,6 @@ ai-toolkit's own environment (diffusers 0.39.0, transformers 5.5.3,
 peft 0.18.1, huggingface_hub 1.23.0, torch 2.14.1) and must not move them.
 """
 
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE_DIR = "extensions/zero_prior"
@@ -26,12 +24,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    package_dir={"zero_prior": PACKAGE_DIR},
-    packages=["zero_prior"]
+    # The example configs stay at the repository root (config_examples/) and are
+    # also the package data `zero_prior.config_examples`, so every install finds them.
+    package_dir={"zero_prior": PACKAGE_DIR, "zero_prior.config_examples": "config_examples"},
+    packages=["zero_prior", "zero_prior.config_examples"]
     + [f"zero_prior.{name}" for name in find_packages(PACKAGE_DIR)],
-    # The example configs stay at the repository root (config_examples/); a
-    # non-editable install carries them under share/ for `zero-prior install`.
-    data_files=[("share/zero-prior/config_examples", sorted(glob("config_examples/*.yaml")))],
+    package_data={"zero_prior.config_examples": ["*.yaml", "*.json"]},
     install_requires=[
         "torch>=2.4",
         "diffusers>=0.39.0",

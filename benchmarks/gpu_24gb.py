@@ -295,9 +295,9 @@ def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, mete
     """Build, train with the token, pivot, train on cached embeddings; fills ``report`` phase by phase."""
     from transformers import Qwen2Tokenizer
 
-    from zero_prior.config import PlaceholderConfig
-    from zero_prior.prefix_cache import PrefixCache
-    from zero_prior.prepare import add_placeholders
+    from zero_prior.placeholder.config import PlaceholderConfig
+    from zero_prior.training.prefix_cache import PrefixCache
+    from zero_prior.placeholder.prepare import add_placeholders
 
     size = SIZES[args.size]
     phases = report["phases"]

@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import tinytrain  # noqa: E402  (test-only training helpers)
-from zero_prior.config import PlaceholderConfig  # noqa: E402
-from zero_prior.loader import load_zero_prior  # noqa: E402
+from zero_prior.placeholder.config import PlaceholderConfig  # noqa: E402
+from zero_prior.weights.loader import load_zero_prior  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline  # noqa: E402
 
 

@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from diffusers import QwenImagePipeline  # noqa: E402
 
-from zero_prior.config import PlaceholderConfig  # noqa: E402
-from zero_prior.prefix_cache import PrefixCache  # noqa: E402
-from zero_prior.prepare import add_placeholders  # noqa: E402
+from zero_prior.placeholder.config import PlaceholderConfig  # noqa: E402
+from zero_prior.training.prefix_cache import PrefixCache  # noqa: E402
+from zero_prior.placeholder.prepare import add_placeholders  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline  # noqa: E402
 
 CAPTIONS = [  # the batch-2 arm of "full, no lm_head" pads; only its timing is meant

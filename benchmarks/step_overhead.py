@@ -35,8 +35,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from zero_prior.aitk.launch import find_ai_toolkit, load_config_template, stage_ai_toolkit, write_config
-from zero_prior.installer import config_examples_dir
+from zero_prior.aitk.checkout import find_ai_toolkit
+from zero_prior.aitk.launch import load_config_template, stage_ai_toolkit, write_config
+from zero_prior.config_examples import example_path
 from zero_prior.testbed import cached_tiny_pipeline, make_subject_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +76,7 @@ RATIOS = [("zero_prior", "baseline"), ("zero_prior", "baseline_cached"), ("zero_
 
 def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int) -> dict:
     """tiny_cpu.yaml as arm ``arm`` runs it: only training steps inside the timed window."""
-    config = load_config_template(config_examples_dir() / "tiny_cpu.yaml", values)
+    config = load_config_template(example_path("tiny_cpu.yaml"), values)
     process = config["config"]["process"][0]
     config["config"]["name"] = arm
     process["train"].update(train_placeholder_token=arm.startswith("zero_prior"), steps=steps)

@@ -11,7 +11,7 @@ import tempfile
 
 from cog import BasePredictor, Input, Path
 
-from zero_prior.hosted import WeightsServer
+from zero_prior.serving.hosted import WeightsServer
 
 
 class Predictor(BasePredictor):

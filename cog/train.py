@@ -10,7 +10,7 @@ import tempfile
 
 from cog import BaseModel, Input, Path
 
-from zero_prior.hosted import train_weights
+from zero_prior.serving.hosted import train_weights
 
 
 class TrainingOutput(BaseModel):

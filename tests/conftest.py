@@ -39,7 +39,7 @@ def ai_toolkit_checkout() -> Path:
     """The ai-toolkit checkout ($AI_TOOLKIT_DIR, else ~/ai-toolkit); skips, saying why, when it cannot run."""
     import importlib.util
 
-    from zero_prior.aitk.launch import AI_TOOLKIT_ENV, find_ai_toolkit
+    from zero_prior.aitk.checkout import AI_TOOLKIT_ENV, find_ai_toolkit
     from zero_prior.errors import ZeroPriorError
 
     try:

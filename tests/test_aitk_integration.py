@@ -30,9 +30,10 @@ from zero_prior.aitk.launch import (
     stage_ai_toolkit,
     write_config,
 )
-from zero_prior.aitk.settings import ZERO_PRIOR_ARCH, effective_config, read_settings
+from zero_prior.aitk.settings import effective_config, read_settings
 from zero_prior.errors import ConfigError
-from zero_prior.format import METADATA_KEY, read_file_metadata, read_zero_prior
+from zero_prior.models.qwen_image import QWEN_IMAGE
+from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
 from zero_prior.testbed import make_subject_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +149,7 @@ def test_effective_config_defaults_trigger_word_and_switches_arch(tmp_path: Path
     process = _tiny_process(tmp_path)
     original = copy.deepcopy(process)
     effective = effective_config(process, read_settings(process, 0))
-    assert (effective["trigger_word"], effective["model"]["arch"]) == (TOKEN, ZERO_PRIOR_ARCH)
+    assert (effective["trigger_word"], effective["model"]["arch"]) == (TOKEN, QWEN_IMAGE.zero_prior_arch)
     assert process == original  # the user's config (ai-toolkit saves it as config.yaml) is left as written
 
 
@@ -345,12 +346,12 @@ def test_only_ai_toolkit_checkpoints_are_written(zero_prior_run: Run) -> None:
 
 def test_lora_file_loads_with_load_zero_prior(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:
     from diffusers import QwenImagePipeline
-    from zero_prior.loader import load_zero_prior
+    from zero_prior.weights.loader import load_zero_prior
 
     pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
     result = load_zero_prior(pipe, zero_prior_run.final)
     stored = read_zero_prior(zero_prior_run.final).placeholders[0]
-    [registered] = result.placeholders
+    [registered] = result.tokens
     assert registered.token == TOKEN and list(registered.token_ids) == stored.token_ids
     rows = pipe.text_encoder.get_input_embeddings().weight[list(registered.token_ids)]
     assert torch.equal(rows.detach(), stored.vectors)
@@ -367,7 +368,7 @@ def test_lora_file_loads_with_plain_diffusers(zero_prior_run: Run, tiny_pipeline
 
 
 def test_resume_restores_the_vector_bit_exactly_and_continues(zero_prior_run: Run, resumed_run: Run) -> None:
-    stored = json.loads(read_file_metadata(zero_prior_run.final)[METADATA_KEY])["placeholders"][0]["vectors"]
+    stored = json.loads(read_header(zero_prior_run.final)[METADATA_KEY])["placeholders"][0]["vectors"]
     output = resumed_run.output
     assert f"RESUMING FROM {resumed_run.final}" in output and "Found step 4 in metadata" in output
     assert f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}" in output
@@ -478,15 +479,15 @@ def test_cached_prompts_equal_a_fresh_encode_with_the_final_vector(
     pivot_and_full_encode_runs: dict[str, Run], tiny_pipeline_dir: Path
 ) -> None:
     from diffusers import QwenImagePipeline
-    from zero_prior.loader import load_zero_prior
-    from zero_prior.tokens import expand_prompt
+    from zero_prior.weights.loader import load_zero_prior
+    from zero_prior.placeholder.vocabulary import expand_prompt
 
     run = pivot_and_full_encode_runs["pivot"]
     cached = torch.load(run.save_root.parent / "pivot_prompts.pt")
     # Each caption as the data loader finishes it, and the dropped caption (trigger added to "").
     assert sorted(cached) == [f"{TOKEN} ", f"a photo of {TOKEN}"]
     pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
-    registered = load_zero_prior(pipe, run.final).placeholders
+    registered = load_zero_prior(pipe, run.final).tokens
     for prompt, embeds in cached.items():
         with torch.no_grad():
             fresh, _ = pipe.encode_prompt(expand_prompt(prompt, registered), device="cpu")

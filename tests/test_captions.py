@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from zero_prior.captions import (
+from zero_prior.experiment.captions import (
     BASELINE,
     EVAL_TEMPLATES,
     RARE_WORD,

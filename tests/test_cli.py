@@ -9,7 +9,7 @@ from PIL import Image
 
 import tinytrain
 from zero_prior.cli import main
-from zero_prior.config import PlaceholderConfig
+from zero_prior.placeholder.config import PlaceholderConfig
 
 
 @pytest.fixture(scope="module")

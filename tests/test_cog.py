@@ -18,14 +18,14 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import tinytrain
-from zero_prior.archive import open_weights
-from zero_prior.config import PlaceholderConfig
+from zero_prior.weights.package import open_weights
+from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import ConfigError
-from zero_prior.export import export_weights
-from zero_prior.format import save_lora_file
-from zero_prior.generate import generate_images
-from zero_prior.hosted import MODEL_ENV, TRAIN_CONFIG_ENV, unpack_images
-from zero_prior.loader import load_zero_prior
+from zero_prior.weights.export import export_weights
+from zero_prior.weights.format import save_lora_file
+from zero_prior.serving.generate import generate_images
+from zero_prior.serving.hosted import MODEL_ENV, TRAIN_CONFIG_ENV, unpack_images
+from zero_prior.weights.loader import load_zero_prior
 from zero_prior.testbed import make_subject_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,14 +152,14 @@ def test_train_returns_a_weights_zip_through_ai_toolkit(ai_toolkit_checkout, tin
     assert (meta["learning_rate"], meta["batch_size"], meta["resolutions"]) == (1e-3, 1, [64])
     assert (meta["rank"], meta["training_steps"], meta["placeholder_token_id"]) == (4, 2, 151665)
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
-    assert [p.token for p in load_zero_prior(pipe, output.weights).placeholders] == ["<zwx>"]
+    assert [p.token for p in load_zero_prior(pipe, output.weights).tokens] == ["<zwx>"]
 
 
 def test_baseline_inputs_make_a_valid_baseline_job(tiny_pipeline_dir, tmp_path):
     """train_placeholder_token=false: ai-toolkit's own LoRA training with `token` as a plain trigger word."""
     from zero_prior.aitk.launch import load_config_template
     from zero_prior.aitk.settings import read_settings
-    from zero_prior.hosted import _apply_inputs
+    from zero_prior.serving.hosted import _apply_inputs
 
     values = {"MODEL_PATH": str(tiny_pipeline_dir), "DATASET_PATH": str(tmp_path / "images"),
               "TRAINING_FOLDER": str(tmp_path / "runs")}

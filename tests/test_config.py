@@ -2,7 +2,7 @@
 
 import pytest
 
-from zero_prior.config import PlaceholderConfig, expanded_token_strings
+from zero_prior.placeholder.config import PlaceholderConfig, expanded_token_strings
 from zero_prior.errors import ConfigError
 
 

@@ -25,9 +25,9 @@ import torch.multiprocessing as mp
 from torch import distributed as dist
 
 import tinytrain
-from zero_prior.config import PlaceholderConfig
-from zero_prior.distributed import any_rank, average_gradients, broadcast_from_main
-from zero_prior.prepare import add_placeholders
+from zero_prior.placeholder.config import PlaceholderConfig
+from zero_prior.training.distributed import any_rank, average_gradients, broadcast_from_main
+from zero_prior.placeholder.prepare import add_placeholders
 
 WORLD_SIZE = 2
 STEPS = 3

@@ -24,10 +24,12 @@ import yaml
 from safetensors.numpy import save_file
 from zero_prior.cli import main
 from zero_prior.errors import ConfigError
-from zero_prior.experiment import ExperimentError
+from zero_prior.errors import ExperimentError
 from zero_prior.experiment.arms import build_arm_jobs, job_differences
 from zero_prior.experiment.evaluate import BASE_RUN, CLASS, SUBJECT, evaluate_experiment, plan_shots
-from zero_prior.experiment.runner import LOG_FILE, check_token_only_lora, prepare_captions, run_experiment
+from zero_prior.experiment.layout import LOG_FILE
+from zero_prior.experiment.pipeline import run_experiment
+from zero_prior.experiment.train import check_token_only_lora, prepare_captions
 from zero_prior.fileio import sha256_file
 from zero_prior.experiment.spec import load_spec
 from zero_prior.testbed import make_subject_dataset

@@ -11,15 +11,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AddedToken
 
 import tinytrain
-from zero_prior.archive import META_JSON, ZIP_LORA_MEMBER, describe_weights
+from zero_prior.weights.package import META_JSON, ZIP_LORA_MEMBER, describe_weights
 from zero_prior.cli import main
-from zero_prior.config import PlaceholderConfig
+from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import FormatError, PlaceholderError
-from zero_prior.export import ExportError, export_weights
-from zero_prior.format import METADATA_KEY, read_zero_prior, save_lora_file, vector_sha256
-from zero_prior.generate import generate_images
-from zero_prior.loader import load_zero_prior
-from zero_prior.tokens import expand_prompt
+from zero_prior.weights.export import ExportError, export_weights
+from zero_prior.weights.format import METADATA_KEY, read_zero_prior, save_lora_file, vector_sha256
+from zero_prior.serving.generate import generate_images
+from zero_prior.weights.loader import load_zero_prior
+from zero_prior.placeholder.vocabulary import expand_prompt
 
 CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg2>", num_vectors=2)]
 PROMPT = "a photo of <zwx> in front of <bg2>"
@@ -65,7 +65,7 @@ def test_round_trip_through_load_zero_prior(fmt, trained, exports, tiny_pipeline
     _, train_embeds, image = trained
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     result = load_zero_prior(pipe, exports[fmt].output)
-    assert [p.token_ids for p in result.placeholders] == [(151665,), (151666, 151667)]
+    assert [p.token_ids for p in result.tokens] == [(151665,), (151666, 151667)]
     assert (_embeds(pipe) - train_embeds).abs().max().item() <= 1e-6
     assert np.array_equal(_image(pipe), image)
 
@@ -259,7 +259,7 @@ def test_existing_output_is_refused_unless_overwrite(trained, tmp_path):
 
 
 def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
-    import zero_prior.export as export
+    import zero_prior.weights.export as export
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -285,4 +285,4 @@ def test_plain_lora_exports_as_a_baseline(trained, tmp_path, tiny_pipeline_dir):
         meta = json.loads(archive.read(META_JSON))
     assert meta["train_placeholder_token"] is False and meta["placeholder_token"] is None
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
-    assert load_zero_prior(pipe, result.output).placeholders == [] and len(pipe.tokenizer) == BASE_VOCAB
+    assert load_zero_prior(pipe, result.output).tokens == [] and len(pipe.tokenizer) == BASE_VOCAB

@@ -9,13 +9,13 @@ import torch
 from safetensors import safe_open
 
 from zero_prior.errors import FormatError
-from zero_prior.format import (
+from zero_prior.weights.format import (
     FORMAT_VERSION,
     METADATA_KEY,
-    PlaceholderRecord,
-    ZeroPriorMetadata,
-    decode_metadata,
-    encode_metadata,
+    StoredPlaceholder,
+    ZeroPriorRecord,
+    decode_record,
+    encode_record,
     read_zero_prior,
     save_lora_file,
 )
@@ -26,12 +26,12 @@ HIDDEN = 8
 def _meta(num_vectors=2):
     vectors = torch.randn(num_vectors, HIDDEN, generator=torch.Generator().manual_seed(0))
     strings = ["<zwx>"] + [f"<zwx_{i}>" for i in range(1, num_vectors)]
-    record = PlaceholderRecord(
+    record = StoredPlaceholder(
         token="<zwx>", token_strings=strings, token_ids=list(range(151665, 151665 + num_vectors)),
-        lstrip=False, init="zero_prior", init_std=1e-5, init_seed=42, init_word=None,
+        init="zero_prior", init_std=1e-5, init_seed=42, init_word=None,
         vectors=vectors, initial_norms=[6e-4] * num_vectors,
     )
-    return ZeroPriorMetadata([record], hidden_size=HIDDEN, tokenizer_length=151665,
+    return ZeroPriorRecord([record], hidden_size=HIDDEN, tokenizer_length=151665,
                              base_model="Qwen/Qwen-Image", training_step=10, library_version="0.1.0")
 
 
@@ -44,7 +44,7 @@ def _lora():
 
 def test_metadata_round_trip_is_bit_exact():
     meta = _meta()
-    back = decode_metadata(encode_metadata(meta))
+    back = decode_record(encode_record(meta))
     [record] = back.placeholders
     assert torch.equal(record.vectors, meta.placeholders[0].vectors)
     assert record.token_ids == [151665, 151666] and record.token_strings == ["<zwx>", "<zwx_1>"]
@@ -71,12 +71,12 @@ def test_plain_lora_has_no_record(tmp_path):
 def test_extra_tensors_are_refused_before_writing(tmp_path):
     state = {**_lora(), "emb_params.<zwx>": torch.zeros(1, HIDDEN)}
     with pytest.raises(FormatError, match="1 tensor\\(s\\) are not LoRA weights \\(first: 'emb_params.<zwx>'\\)"):
-        save_lora_file(tmp_path / "out.safetensors", state, zero_prior=_meta())
+        save_lora_file(tmp_path / "out.safetensors", state, record=_meta())
     assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupted_write_leaves_previous_file_and_no_temporary(tmp_path, monkeypatch):
-    path = save_lora_file(tmp_path / "out.safetensors", _lora(), zero_prior=_meta())
+    path = save_lora_file(tmp_path / "out.safetensors", _lora(), record=_meta())
     before = path.read_bytes()
 
     def boom(*args, **kwargs):
@@ -84,13 +84,13 @@ def test_interrupted_write_leaves_previous_file_and_no_temporary(tmp_path, monke
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(KeyboardInterrupt):
-        save_lora_file(path, _lora(), zero_prior=_meta(num_vectors=1))
+        save_lora_file(path, _lora(), record=_meta(num_vectors=1))
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
 
 
 def _tampered(change):
-    data = json.loads(encode_metadata(_meta()))
+    data = json.loads(encode_record(_meta()))
     change(data)
     return json.dumps(data)
 
@@ -102,29 +102,29 @@ def test_checksum_mismatch():
         data["placeholders"][0]["vectors"]["base64"] = base64.b64encode(bytes(raw)).decode()
 
     with pytest.raises(FormatError, match="placeholder '<zwx>': checksum mismatch"):
-        decode_metadata(_tampered(flip), source="f.safetensors")
+        decode_record(_tampered(flip), source="f.safetensors")
 
 
 def test_future_version_is_refused():
     with pytest.raises(FormatError, match="format version 99 is not supported by this release"):
-        decode_metadata(_tampered(lambda d: d.update(format_version=99)))
+        decode_record(_tampered(lambda d: d.update(format_version=99)))
 
 
 def test_missing_vector_is_refused():
     with pytest.raises(FormatError, match="has no stored vector"):
-        decode_metadata(_tampered(lambda d: d["placeholders"][0]["vectors"].pop("base64")))
+        decode_record(_tampered(lambda d: d["placeholders"][0]["vectors"].pop("base64")))
 
 
 def test_hidden_size_mismatch_inside_file_is_refused():
     with pytest.raises(FormatError, match="does not match hidden size 16"):
-        decode_metadata(_tampered(lambda d: d.update(hidden_size=16)))
+        decode_record(_tampered(lambda d: d.update(hidden_size=16)))
 
 
 def test_not_json_and_not_ours():
     with pytest.raises(FormatError, match="is not valid JSON"):
-        decode_metadata("{")
+        decode_record("{")
     with pytest.raises(FormatError, match="is not a zero-prior record"):
-        decode_metadata(json.dumps({"format": "other"}))
+        decode_record(json.dumps({"format": "other"}))
 
 
 def test_unreadable_file(tmp_path):

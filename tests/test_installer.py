@@ -4,7 +4,8 @@ import pytest
 
 from zero_prior.cli import main
 from zero_prior.errors import ZeroPriorError
-from zero_prior.installer import CONFIG_FILES, TESTED_COMMIT, install, package_dir, uninstall
+from zero_prior.aitk.checkout import TESTED_COMMIT, package_dir
+from zero_prior.aitk.install import CONFIG_FILES, install, uninstall
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_link_install_is_idempotent_and_uninstall_undoes_it(checkout, capsys):
 def test_copy_install_then_switch_to_link(checkout):
     install(checkout, copy=True)
     target = checkout / "extensions" / "zero_prior"
-    assert not target.is_symlink() and (target / "loader.py").is_file()
+    assert not target.is_symlink() and (target / "weights" / "loader.py").is_file()
     assert "refreshed the copy" in install(checkout, copy=True).summary()
     install(checkout)
     assert target.is_symlink()

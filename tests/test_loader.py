@@ -8,10 +8,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import tinytrain
-from zero_prior.config import PlaceholderConfig
+from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import FormatError, PlaceholderError
-from zero_prior.format import METADATA_KEY, save_lora_file
-from zero_prior.loader import load_zero_prior
+from zero_prior.weights.format import METADATA_KEY, save_lora_file
+from zero_prior.weights.loader import load_zero_prior
 
 CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg2>", num_vectors=2)]
 PROMPT = "a photo of <zwx> in front of <bg2>"
@@ -23,7 +23,7 @@ def trained(tiny_pipeline_dir, tmp_path_factory):
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     placeholders, _ = tinytrain.train(pipe, CONFIGS, steps=3, prompt="<zwx> and <bg2>",)
     path = tinytrain.save(pipe, placeholders, CONFIGS, tmp_path_factory.mktemp("lora") / "subject.safetensors")
-    from zero_prior.tokens import expand_prompt
+    from zero_prior.placeholder.vocabulary import expand_prompt
 
     with torch.no_grad():
         embeds, _ = pipe.encode_prompt(expand_prompt(PROMPT, [p.registered for p in placeholders]), device="cpu")
@@ -41,8 +41,8 @@ def test_round_trip_embeddings_and_lora_strength(trained, tiny_pipeline_dir):
     path, train_embeds, train_output = trained
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     result = load_zero_prior(pipe, path)
-    assert [p.token for p in result.placeholders] == ["<zwx>", "<bg2>"]
-    assert [p.token_ids for p in result.placeholders] == [(151665,), (151666, 151667)]
+    assert [p.token for p in result.tokens] == ["<zwx>", "<bg2>"]
+    assert [p.token_ids for p in result.tokens] == [(151665,), (151666, 151667)]
     assert pipe.text_encoder.get_input_embeddings().num_embeddings == 152064  # never shrunk
     with torch.no_grad():
         embeds, _ = pipe.encode_prompt(PROMPT, device="cpu")  # multi-vector expansion installed
@@ -92,7 +92,7 @@ def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):
     plain = save_lora_file(tmp_path / "baseline.safetensors", tensors)
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     result = load_zero_prior(pipe, plain)
-    assert result.placeholders == [] and len(pipe.tokenizer) == 151665
+    assert result.tokens == [] and len(pipe.tokenizer) == 151665
     assert "no zero-prior metadata: loaded as a plain LoRA" in result.notices[0]
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from zero_prior.metrics import MetricInputError, MetricUnavailableError
-from zero_prior.metrics.diversity import LpipsScorer, backbone_checkpoint
-from zero_prior.metrics.image_stats import brightness, image_stats, luminance, rms_contrast, sharpness
-from zero_prior.metrics.similarity import ClipScorer, DinoScorer
+from zero_prior.errors import MetricInputError, MetricUnavailableError
+from zero_prior.experiment.metrics.diversity import LpipsScorer, backbone_checkpoint
+from zero_prior.experiment.metrics.image_stats import brightness, image_stats, luminance, rms_contrast, sharpness
+from zero_prior.experiment.metrics.similarity import ClipScorer, DinoScorer
 
 
 def noise_image(seed, size=(64, 64)):

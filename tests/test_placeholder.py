@@ -3,10 +3,10 @@
 import torch
 
 import tinytrain
-from zero_prior.config import PlaceholderConfig
-from zero_prior.initialization import initial_vectors
-from zero_prior.prepare import add_placeholders
-from zero_prior.telemetry import placeholder_stats
+from zero_prior.placeholder.config import PlaceholderConfig
+from zero_prior.placeholder.starts import initial_vectors
+from zero_prior.placeholder.prepare import add_placeholders
+from zero_prior.placeholder.telemetry import placeholder_stats
 
 
 def _encoder_state(pipe):
@@ -97,7 +97,7 @@ def test_telemetry(tiny_pipeline_dir):
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     [zwx] = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig(init="word", init_word="cat")])
     weight = pipe.text_encoder.get_input_embeddings().weight
-    stats = placeholder_stats(zwx, weight, pipe.tokenizer, vocab_rows=151665, top_k=3)
+    stats = placeholder_stats(zwx, weight, pipe.tokenizer, tokenizer_length=151665, top_k=3)
     assert stats["cosine_to_initial"][0] > 0.9999 and stats["grad_norm"] is None
     token, score = stats["nearest_tokens"][0][0]
     assert token == " cat" and score > 0.9999
@@ -105,7 +105,7 @@ def test_telemetry(tiny_pipeline_dir):
 
 
 def test_module_sha256_sees_any_change_in_any_dtype():
-    from zero_prior.telemetry import module_sha256
+    from zero_prior.placeholder.telemetry import module_sha256
 
     module = torch.nn.Linear(4, 3).to(torch.bfloat16)
     module.register_buffer("scale", torch.tensor(0.5))  # 0-dim, like a quantized weight's scale

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import QwenImagePipeline
 
-from zero_prior.config import PlaceholderConfig
-from zero_prior.prefix_cache import PrefixCache
-from zero_prior.prepare import add_placeholders
-from zero_prior.tokens import expand_prompt
+from zero_prior.placeholder.config import PlaceholderConfig
+from zero_prior.training.prefix_cache import PrefixCache
+from zero_prior.placeholder.prepare import add_placeholders
+from zero_prior.placeholder.vocabulary import expand_prompt
 
 TOLERANCE = 1e-5
 CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg3>", num_vectors=3)]

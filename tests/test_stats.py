@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from zero_prior.stats import (
+from zero_prior.experiment.stats import (
     BETTER,
     NO_CLEAR_DIFFERENCE,
     WORSE,

@@ -17,7 +17,7 @@ import pytest
 import regex
 import torch
 from PIL import Image
-from zero_prior import errors  # not `import TestbedError`: pytest would try to collect a "Test*" class
+from zero_prior.errors import TinyModelError
 from zero_prior.cli import main as cli_main
 from zero_prior.errors import ConfigError
 from zero_prior.testbed import (
@@ -170,13 +170,13 @@ def test_auto_tokenizer_loads_the_same_tokenizer(qwen_tokenizer):
 def test_missing_ranks_file_names_the_fixes(monkeypatch, tmp_path):
     missing = tmp_path / "nowhere" / "qwen.tiktoken"
     monkeypatch.setenv("ZERO_PRIOR_QWEN_TIKTOKEN", str(missing))
-    with pytest.raises(errors.TestbedError) as by_env:
+    with pytest.raises(TinyModelError) as by_env:
         qwen_tokenizer_dir()
     assert str(missing) in str(by_env.value)
 
     monkeypatch.delenv("ZERO_PRIOR_QWEN_TIKTOKEN")
     monkeypatch.setattr(tokenizer_module, "find_spec", lambda name: None)
-    with pytest.raises(errors.TestbedError) as by_package:
+    with pytest.raises(TinyModelError) as by_package:
         qwen_tokenizer_dir()
     for error in (by_env.value, by_package.value):
         message = str(error)
@@ -189,7 +189,7 @@ def test_truncated_ranks_file_is_refused(monkeypatch, tmp_path):
     short = tmp_path / "qwen.tiktoken"
     short.write_text("IQ== 0\nIg== 1\n")
     monkeypatch.setenv("ZERO_PRIOR_QWEN_TIKTOKEN", str(short))
-    with pytest.raises(errors.TestbedError, match="holds 2 ranks, not Qwen's 151643"):
+    with pytest.raises(TinyModelError, match="holds 2 ranks, not Qwen's 151643"):
         qwen_tokenizer_dir()
 
 

@@ -4,17 +4,17 @@ import pytest
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from zero_prior.config import PlaceholderConfig
+from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import ConfigError, PlaceholderError
-from zero_prior.placeholder import ensure_embedding_rows
-from zero_prior.template import PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX, TOKEN_CONTEXTS, wrap_prompt
-from zero_prior.tokens import check_placeholders, expand_prompt, register_placeholders
+from zero_prior.placeholder.splice import ensure_embedding_rows
+from zero_prior.models.qwen_image import PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX, QWEN_IMAGE
+from zero_prior.placeholder.vocabulary import TOKEN_CONTEXTS, check_placeholders, expand_prompt, register_placeholders
 
 
 def test_default_token_gets_the_first_spare_id(qwen_tokenizer):
     [zwx] = register_placeholders(qwen_tokenizer, [PlaceholderConfig()])
     assert zwx.token_ids == (151665,) and len(qwen_tokenizer) == 151666
-    ids = qwen_tokenizer(wrap_prompt("a photo of <zwx>'s dog"))["input_ids"]
+    ids = qwen_tokenizer(QWEN_IMAGE.wrap_prompt("a photo of <zwx>'s dog"))["input_ids"]
     assert ids.count(151665) == 1
 
 
@@ -22,7 +22,7 @@ def test_default_token_gets_the_first_spare_id(qwen_tokenizer):
 def test_token_is_one_id_in_every_context(qwen_tokenizer, context):
     [zwx] = register_placeholders(qwen_tokenizer, [PlaceholderConfig()])
     prompt = context.format(t="<zwx>")
-    ids = qwen_tokenizer(wrap_prompt(prompt))["input_ids"]
+    ids = qwen_tokenizer(QWEN_IMAGE.wrap_prompt(prompt))["input_ids"]
     assert ids.count(151665) == context.count("{t}")
     assert qwen_tokenizer.decode(ids[PROMPT_TEMPLATE_START_IDX:]).startswith(prompt)
 
@@ -80,7 +80,7 @@ def test_multi_vector_and_several_placeholders(qwen_tokenizer):
     prompt = expand_prompt("<zwx> and <dog7> play", [zwx, dog])
     assert prompt == "<zwx><zwx_1><zwx_2> and <dog7><dog7_1> play"
     assert expand_prompt(prompt, [zwx, dog]) == prompt  # expanding twice changes nothing
-    ids = qwen_tokenizer(wrap_prompt(prompt))["input_ids"]
+    ids = qwen_tokenizer(QWEN_IMAGE.wrap_prompt(prompt))["input_ids"]
     assert [i for i in ids if i >= 151665] == [151665, 151666, 151667, 151668, 151669]
 
 

@@ -14,10 +14,11 @@ from diffusers import QwenImagePipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
-from zero_prior.config import PlaceholderConfig
-from zero_prior.format import save_lora_file
-from zero_prior.placeholder import PlaceholderEmbedding
-from zero_prior.prepare import add_placeholders, to_metadata
+from zero_prior.placeholder.config import PlaceholderConfig
+from zero_prior.weights.format import save_lora_file
+from zero_prior.placeholder.splice import PlaceholderEmbedding
+from zero_prior.placeholder.prepare import add_placeholders
+from zero_prior.weights.format import to_record
 
 LORA_RANK = 4
 PROMPT = "a photo of <zwx>, smiling"
@@ -80,8 +81,8 @@ def train(
     return placeholders, optimizer
 
 
-def save(pipe: QwenImagePipeline, placeholders, configs, path: Path, vocab_rows: int = 151665) -> Path:
+def save(pipe: QwenImagePipeline, placeholders, configs, path: Path, tokenizer_length: int = 151665) -> Path:
     """Write the LoRA (ai-toolkit's ``diffusion_model.`` keys) with the placeholder record."""
     state = {f"diffusion_model.{k}": v for k, v in get_peft_model_state_dict(pipe.transformer).items()}
-    meta = to_metadata(placeholders, configs, tokenizer_length=vocab_rows, base_model="tiny", training_step=3)
-    return save_lora_file(path, state, {"name": "test"}, meta)
+    record = to_record(placeholders, configs, tokenizer_length=tokenizer_length, base_model="tiny", training_step=3)
+    return save_lora_file(path, state, {"name": "test"}, record)

@@ -1,4 +1,4 @@
-"""zero-prior: Qwen-Image subject LoRAs with a brand-new, near-zero placeholder token.
+"""zero-prior: subject LoRAs with a brand-new, near-zero placeholder token (Qwen-Image and kin).
 
 This folder is both the Python package ``zero_prior`` and an ai-toolkit
 extension (ai-toolkit imports it as ``extensions.zero_prior`` and reads
@@ -7,6 +7,14 @@ and needs no ai-toolkit: the public names and the ai-toolkit glue are
 resolved lazily on first access (PEP 562), so the library and its tests run
 without ai-toolkit, while inside ai-toolkit a broken glue import fails loudly
 instead of being skipped.
+
+The folders follow the data path: ``placeholder/`` (the token: config,
+vocabulary, starts, the embedding splice), ``models/`` (one module per model
+family), ``training/`` (prefix cache, several GPUs), ``aitk/`` (ai-toolkit:
+config rules, launcher, installer; ``aitk/runtime/`` runs inside it),
+``weights/`` (file format, packages, loader, exports), ``serving/``
+(generation, Cog), ``experiment/`` (the controlled comparison),
+``testbed/`` (tiny real-architecture models) and ``cli/``.
 """
 
 from __future__ import annotations
@@ -18,13 +26,13 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _LAZY = {
-    "PlaceholderConfig": "config",
-    "add_placeholders": "prepare",
-    "load_zero_prior": "loader",
-    "LoadResult": "loader",
-    "read_zero_prior": "format",
-    "save_lora_file": "format",
-    "placeholder_stats": "telemetry",
+    "PlaceholderConfig": "placeholder.config",
+    "add_placeholders": "placeholder.prepare",
+    "load_zero_prior": "weights.loader",
+    "LoadResult": "weights.loader",
+    "read_zero_prior": "weights.format",
+    "save_lora_file": "weights.format",
+    "placeholder_stats": "placeholder.telemetry",
     "ZeroPriorError": "errors",
 }
 
@@ -33,8 +41,8 @@ __all__ = sorted(_LAZY) + ["__version__"]
 # ai-toolkit's plugin lists -> module that defines them. These modules import
 # ai-toolkit, so they resolve only inside it, where a failure must be loud.
 _AI_TOOLKIT = {
-    "AI_TOOLKIT_EXTENSIONS": "aitk.extension",
-    "AI_TOOLKIT_MODELS": "aitk.model",
+    "AI_TOOLKIT_EXTENSIONS": "aitk.runtime.extension",
+    "AI_TOOLKIT_MODELS": "aitk.runtime.models",
 }
 
 

@@ -32,7 +32,7 @@ class ZeroPriorProbeExtension(Extension):
 
     @classmethod
     def get_process(cls) -> type:
-        from extensions.zero_prior.aitk.trainer import ZeroPriorTrainer
+        from extensions.zero_prior.aitk.runtime.trainer import ZeroPriorTrainer
 
         class ZeroPriorProbe(ZeroPriorTrainer):
             """Records text-encoder digests and the prompt embeddings each sample used."""

@@ -1,7 +1,11 @@
-"""The ai-toolkit glue: the only code of this package that imports ai-toolkit.
+"""Everything zero-prior knows about ai-toolkit.
 
-``extension``, ``model`` and ``trainer`` import ai-toolkit and load only inside
-it (ai-toolkit imports this package as ``extensions.zero_prior``);
-``settings`` (the config rules) and ``launch`` (running ai-toolkit's ``run.py``
-from outside) do not, so tests and tools can use them anywhere.
+The modules directly in this folder never import ai-toolkit, so the config
+rules, the launcher and the installer are usable and testable anywhere:
+``facts`` (values copied from ai-toolkit), ``checkout`` (finding a checkout),
+``settings`` (the config rules, checked before any model loads), ``launch``
+(running ai-toolkit's ``run.py`` on a staged root), ``install`` (putting the
+extension into a checkout) and ``step_log`` (reading its per-step database).
+``runtime/`` is the only code of the package that imports ai-toolkit; it is
+loaded only inside ai-toolkit, which imports this package as ``extensions.zero_prior``.
 """

@@ -1,8 +1,8 @@
 """Read and check the zero-prior part of an ai-toolkit process config before any model loads.
 
 ai-toolkit's own config classes drop keys they do not know, and several of its
-options silently cut the gradient that a placeholder token needs (NOTES.md
-lists where). So ``ZeroPriorTrainer`` calls ``read_settings`` first thing in
+options silently cut the gradient that a placeholder token needs. So
+``ZeroPriorTrainer`` calls ``read_settings`` first thing in
 its constructor: a wrong key, type or value, or an option that would make the
 placeholder train on nothing, stops the job before ai-toolkit creates its
 output folder, with an error that names the key and the fix. Nothing here
@@ -15,12 +15,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..config import PlaceholderConfig
 from ..errors import ConfigError
-
-QWEN_IMAGE_ARCH = "qwen_image"
-ZERO_PRIOR_ARCH = "qwen_image_zero_prior"
-TOGGLE = "train_placeholder_token"
+from ..models import FAMILIES, ModelFamily, family_for_arch
+from ..placeholder.config import PlaceholderConfig
+from ..yaml_reader import Block
+from .facts import TOGGLE, TRAIN_LR_DEFAULT, TRAIN_STEPS_DEFAULT
 
 # train.<flag>: why it cannot be combined with placeholder training.
 _REFUSED_TRAIN_FLAGS = {
@@ -49,8 +48,6 @@ _PIVOT_REFUSED_DATASET_FLAGS = {
     "token_dropout_rate": "it drops random caption parts every step",
     "random_triggers": "it appends random trigger words every step",
 }
-# ai-toolkit's TrainConfig default for train.steps.
-AI_TOOLKIT_DEFAULT_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -58,13 +55,17 @@ class ZeroPriorSettings:
     """The checked zero-prior settings of one process (``enabled`` is the toggle).
 
     ``pivot_step`` is ``placeholder.stop_step`` resolved against
-    ``train.steps`` (``None``: the vector trains for the whole run).
+    ``train.steps`` (``None``: the vector trains for the whole run);
+    ``placeholder_lr`` the placeholder group's learning rate; ``family`` the
+    model family of ``model.arch`` (``None`` with the toggle off).
     """
 
     enabled: bool
     placeholder: PlaceholderConfig
     path: str
     pivot_step: int | None = None
+    placeholder_lr: float = TRAIN_LR_DEFAULT
+    family: ModelFamily | None = None
 
 
 def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettings:
@@ -80,7 +81,8 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
     False
     """
     path = f"config.process[{index}]"
-    train = _mapping(process, "train", path)
+    block = Block(process, path)
+    train = block.child("train")
     enabled = train.get(TOGGLE)
     if not isinstance(enabled, bool):
         raise ConfigError(
@@ -88,11 +90,30 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
             "with the LoRA, false runs ai-toolkit's own LoRA training (the baseline)"
         )
     placeholder = PlaceholderConfig.from_dict(process.get("placeholder"), path=f"{path}.placeholder")
-    pivot_step = None
-    if enabled:
-        _refuse_conflicts(process, train, placeholder, path)
-        pivot_step = _pivot_step(process, train, placeholder, path)
-    return ZeroPriorSettings(enabled=enabled, placeholder=placeholder, path=path, pivot_step=pivot_step)
+    if not enabled:
+        return ZeroPriorSettings(enabled=False, placeholder=placeholder, path=path)
+    family = _refuse_conflicts(block, train, placeholder)
+    return ZeroPriorSettings(
+        enabled=True, placeholder=placeholder, path=path, pivot_step=_pivot_step(block, train, placeholder),
+        placeholder_lr=placeholder_learning_rate(process, placeholder, path), family=family,
+    )
+
+
+def placeholder_learning_rate(process: Mapping[str, Any], placeholder: PlaceholderConfig,
+                              path: str = "config.process[0]") -> float:
+    """The placeholder's lr: ``placeholder.lr``, else ``train.embedding_lr``, else ``train.lr``, else ai-toolkit's default.
+
+    >>> placeholder_learning_rate({"train": {"lr": 1e-4}}, PlaceholderConfig())
+    0.0001
+    """
+    if placeholder.lr is not None:
+        return placeholder.lr
+    train = Block(process, path).child("train")
+    for key in ("embedding_lr", "lr"):
+        value = train.number(key, None)
+        if value is not None:
+            return value
+    return TRAIN_LR_DEFAULT
 
 
 def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) -> Any:
@@ -104,17 +125,18 @@ def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) ->
     The user's dict is left as written, so the ``config.yaml`` ai-toolkit
     saves next to the LoRA is the one the user ran.
     """
+    assert settings.family is not None, "effective_config is for settings with the toggle on"
     result = copy.deepcopy(process)
     if result.get("trigger_word") is None:
         result["trigger_word"] = settings.placeholder.token
-    result["model"]["arch"] = ZERO_PRIOR_ARCH
+    result["model"]["arch"] = settings.family.zero_prior_arch
     return result
 
 
-def _refuse_conflicts(
-    process: Mapping[str, Any], train: Mapping[str, Any], placeholder: PlaceholderConfig, path: str
-) -> None:
-    _refuse_flags(train, _REFUSED_TRAIN_FLAGS, f"{path}.train", f"train.{TOGGLE}: true",
+def _refuse_conflicts(block: Block, train: Block, placeholder: PlaceholderConfig) -> ModelFamily:
+    """Refuse every setting that cuts the placeholder's gradient or drops it; return the model's family."""
+    process, path = block.raw, block.path
+    _refuse_flags(train.raw, _REFUSED_TRAIN_FLAGS, f"{path}.train", f"train.{TOGGLE}: true",
                   lambda flag: f"set {flag}: false, or set {TOGGLE}: false for a baseline run")
     if train.get("validation_config") is not None:
         raise ConfigError(
@@ -132,19 +154,20 @@ def _refuse_conflicts(
             f"{path}.network is missing: zero-prior trains a LoRA together with the placeholder; add a network "
             "section such as {type: lora, linear: 16, linear_alpha: 16}"
         )
-    network_type = str(_mapping(process, "network", path).get("type", "lora")).lower()
+    network_type = str(block.child("network").get("type", "lora")).lower()
     if network_type != "lora":
         raise ConfigError(
             f"{path}.network.type is {network_type!r}: with train.{TOGGLE}: true the LoRA file must hold plain "
             "LoRA tensors (lora_A/lora_B) so diffusers loads it with the placeholder in its metadata; set "
             f"type: lora, or set {TOGGLE}: false"
         )
-    model = _mapping(process, "model", path)
-    arch = model.get("arch")
-    if arch not in (QWEN_IMAGE_ARCH, ZERO_PRIOR_ARCH):
+    arch = block.child("model").get("arch")
+    family = family_for_arch(arch)
+    if family is None:
+        supported = ", ".join(f"{f.aitk_arch} ({f.label})" for f in FAMILIES)
         raise ConfigError(
-            f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true supports only Qwen-Image; "
-            f"set arch: {QWEN_IMAGE_ARCH} (and name_or_path to a Qwen-Image model)"
+            f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true supports {supported}; set arch to one of them "
+            "(and name_or_path to such a model), or set train_placeholder_token: false"
         )
     cache_flag = {"cache_text_embeddings": _REFUSED_TRAIN_FLAGS["cache_text_embeddings"]}
     for number, dataset in enumerate(process.get("datasets") or []):
@@ -158,16 +181,16 @@ def _refuse_conflicts(
             "captions and sample prompts would never contain the token; remove trigger_word (it defaults to the "
             "token) or make it contain the token"
         )
+    return family
 
 
-def _pivot_step(
-    process: Mapping[str, Any], train: Mapping[str, Any], placeholder: PlaceholderConfig, path: str
-) -> int | None:
+def _pivot_step(block: Block, train: Block, placeholder: PlaceholderConfig) -> int | None:
     """Resolve ``placeholder.stop_step`` and refuse what would make the pivot's prompt set incomplete."""
-    steps = train.get("steps", AI_TOOLKIT_DEFAULT_STEPS)
-    pivot = placeholder.pivot_step(int(steps))
-    if pivot is None:
+    if placeholder.stop_step is None:
         return None
+    process, path = block.raw, block.path
+    steps = train.integer("steps", TRAIN_STEPS_DEFAULT, minimum=1)
+    pivot = placeholder.pivot_step(steps)
     key = f"{path}.placeholder.stop_step"
     if pivot >= steps:
         raise ConfigError(
@@ -180,8 +203,7 @@ def _pivot_step(
             f"{path}.train.start_step {start} is not before {key} (step {pivot}): the run would freeze the "
             f"untrained vector before its first step; lower start_step or raise stop_step"
         )
-    ema = _mapping(train, "ema_config", f"{path}.train")
-    if ema.get("use_ema"):
+    if train.child("ema_config").get("use_ema"):
         raise ConfigError(
             f"{path}.train.ema_config.use_ema cannot be used with {key}: ai-toolkit saves the EMA average of the "
             "vector, not the vector the prompts were encoded with at the pivot; turn use_ema off or remove stop_step"
@@ -191,7 +213,8 @@ def _pivot_step(
     def fix(flag: str) -> str:
         return f"turn {flag} off or remove stop_step"
 
-    _refuse_flags(train, {f: f"{why} {r}" for f, r in _PIVOT_REFUSED_TRAIN_FLAGS.items()}, f"{path}.train", key, fix)
+    _refuse_flags(train.raw, {f: f"{why} {r}" for f, r in _PIVOT_REFUSED_TRAIN_FLAGS.items()}, f"{path}.train", key,
+                  fix)
     dataset_flags = {f: f"{why} {r}" for f, r in _PIVOT_REFUSED_DATASET_FLAGS.items()}
     for number, dataset in enumerate(process.get("datasets") or []):
         if isinstance(dataset, Mapping):
@@ -209,12 +232,3 @@ def _refuse_flags(
     for flag, reason in flags.items():
         if section.get(flag):
             raise ConfigError(f"{where}.{flag}: {section[flag]!r} cannot be used with {against} ({reason}); {fix(flag)}")
-
-
-def _mapping(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-    value = parent.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}.{key} must be a mapping of settings, got {type(value).__name__}")
-    return value

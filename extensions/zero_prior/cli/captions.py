@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..captions import STATS_FILE, plan_captions, write_captions
+    from ..experiment.captions import STATS_FILE, plan_captions, write_captions
 
     plan = plan_captions(
         args.dataset,

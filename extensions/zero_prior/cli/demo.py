@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..testbed.demo import run_demo
 
     result = run_demo(args.out, ai_toolkit=args.ai_toolkit, steps=args.steps, seed=args.seed)
     print(result.summary)

@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiment.runner import run_experiment
+    from ..experiment.pipeline import run_experiment
     from ..experiment.spec import load_spec
 
     spec = load_spec(args.spec, parse_values(args.values))
@@ -55,7 +55,7 @@ def dry_run(spec: Any) -> int:
     """Write the jobs under OUTPUT/jobs and print each arm's differences from the baseline."""
     from ..aitk.launch import write_config
     from ..experiment.arms import build_arm_jobs, job_differences
-    from ..experiment.runner import JOBS_FOLDER
+    from ..experiment.layout import JOBS_FOLDER
 
     jobs = build_arm_jobs(spec)
     folder = spec.output_dir / JOBS_FOLDER

@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_weights
+    from ..weights.export import export_weights
 
     print(export_weights(args.file, args.to, args.fmt, overwrite=args.overwrite).summary())
     return 0

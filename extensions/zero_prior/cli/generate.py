@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..generate import generate_to_file
+    from ..serving.generate import generate_to_file
 
     result = generate_to_file(
         args.model,

@@ -23,16 +23,16 @@ def describe(path: str, include_vectors: bool = False) -> dict[str, Any]:
     """The JSON-ready description printed by ``inspect`` (checksums verified)."""
     from safetensors import safe_open
 
-    from ..format import METADATA_KEY, read_file_metadata, read_zero_prior
+    from ..weights.format import METADATA_KEY, read_header, read_zero_prior
 
-    meta = read_zero_prior(path)
-    header = read_file_metadata(path)
+    record = read_zero_prior(path)
+    header = read_header(path)
     with safe_open(path, framework="pt") as handle:
         keys = list(handle.keys())
         ranks = sorted({handle.get_slice(k).get_shape()[0] for k in keys if k.endswith((".lora_A.weight", ".lora_down.weight"))})
         dtypes = sorted({handle.get_slice(k).get_dtype() for k in keys})
     placeholder = None
-    if meta is not None:
+    if record is not None:
         placeholder = json.loads(header[METADATA_KEY])
         for item in placeholder["placeholders"]:
             if not include_vectors:

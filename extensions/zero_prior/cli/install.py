@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..installer import install, uninstall
+    from ..aitk.install import install, uninstall
 
     report = uninstall(args.ai_toolkit) if args.uninstall else install(args.ai_toolkit, copy=args.copy)
     print(report.summary())

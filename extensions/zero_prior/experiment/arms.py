@@ -32,17 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from ..aitk.settings import TOGGLE, read_settings
-from ..captions import BASELINE, RARE_WORD, ZERO_PRIOR, caption_ext
-from ..config import PlaceholderConfig
+from ..aitk.facts import TOGGLE
+from ..aitk.settings import placeholder_learning_rate, read_settings
 from ..errors import ConfigError
+from ..placeholder.config import PlaceholderConfig
+from .captions import BASELINE, RARE_WORD, ZERO_PRIOR, caption_ext
 from .spec import ExperimentSpec
 
 PROCESS = "config.process[0]"
 # Optimizers whose update of a parameter with lr 0 is exactly zero (decoupled decay is scaled by lr too).
 # Prodigy and D-Adaptation reset any lr below 0.1 to 1.0 in ai-toolkit's get_optimizer.
 FREEZABLE_OPTIMIZERS = ("adam", "adamw", "adam8bit", "adamw8bit")
-TRAIN_LR_DEFAULT = 1e-6  # ai-toolkit's TrainConfig default for train.lr
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,6 @@ def job_differences(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict
             if left.get(key) != right.get(key)}
 
 
-def placeholder_learning_rate(process: Mapping[str, Any], placeholder: PlaceholderConfig) -> float:
-    """The placeholder's lr as the trainer resolves it: placeholder.lr, else train.embedding_lr, else train.lr."""
-    train = process.get("train") or {}
-    for value in (placeholder.lr, train.get("embedding_lr"), train.get("lr")):
-        if value is not None:
-            return float(value)
-    return TRAIN_LR_DEFAULT
-
-
 def _common(process: dict[str, Any], spec: ExperimentSpec, seed: int) -> None:
     """What every arm's job gets alike: its folder, the seed, and ai-toolkit's per-step logger for the plots."""
     process["training_folder"] = str(spec.runs_dir)
@@ -153,7 +144,7 @@ def _token_only(process: dict[str, Any], spec: ExperimentSpec, placeholder: Plac
             "the base job or drop token_only from experiment.arms"
         )
     process["train"][TOGGLE] = True
-    process["placeholder"]["lr"] = placeholder_learning_rate(process, placeholder)
+    process["placeholder"]["lr"] = placeholder_learning_rate(process, placeholder, PROCESS)
     process["train"]["lr"] = 0.0
     return ZERO_PRIOR
 

@@ -38,22 +38,19 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..captions import EVAL_TEMPLATES
-from ..errors import ConfigError
-from ..fileio import sha256_file
-from ..metrics import MetricUnavailableError
-from ..stats import bootstrap_ci, compare_arms
-from . import ExperimentError
+from ..devices import default_device
+from ..errors import ConfigError, ExperimentError, MetricUnavailableError
+from ..fileio import sha256_file, write_text_atomic
 from .arms import ArmJob, build_arm_jobs
-from .runner import read_log, training_images, write_log
+from .captions import EVAL_TEMPLATES
+from .layout import IMAGES_FOLDER, METRICS_FILE, read_log, relative, training_images, write_log
 from .spec import BASELINE, EvaluationSpec, ExperimentSpec
+from .stats import bootstrap_ci, compare_arms
 
 if TYPE_CHECKING:
-    from ..loader import LoadResult
+    from ..weights.loader import LoadResult
 
-METRICS_FILE = "metrics.json"
 METRICS_FORMAT = "zero-prior-metrics/1"
-IMAGES_FOLDER = "images"
 BASE_RUN = "base"
 SUBJECT, CLASS = "subject", "class"
 
@@ -87,8 +84,6 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
     >>> evaluate_experiment(load_spec("experiment.yaml"))  # doctest: +SKIP
     PosixPath('.../experiments/my_subject/metrics.json')
     """
-    import torch
-
     jobs = list(jobs) if jobs is not None else build_arm_jobs(spec)
     missing_loras = [job.lora_path(spec.runs_dir) for job in jobs if not job.lora_path(spec.runs_dir).is_file()]
     if missing_loras:
@@ -96,7 +91,7 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
                               f"arms first: zero-prior experiment {spec.path}")
     references = training_images(spec)
     timings: dict[str, float] = {}
-    device = spec.evaluation.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(spec.evaluation.device)
     templates = list(range(spec.evaluation.prompts))
     shots, files = plan_shots(spec, jobs, templates)
 
@@ -121,7 +116,7 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
             "dino": spec.evaluation.dino_model,
             "lpips": spec.evaluation.lpips_net,
         },
-        "references": [_relative_or_name(image, spec.output_dir) for image in references],
+        "references": [relative(image, spec.output_dir) for image in references],
         "prompts": _prompt_table(spec, jobs, templates),
         "runs": runs,
         "images": _image_records(jobs, files, scores),
@@ -129,8 +124,8 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
         "missing": missing,
         **statistics(spec, per_prompt, missing),
     }
-    path = spec.output_dir / METRICS_FILE
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    path = write_text_atomic(spec.output_dir / METRICS_FILE,
+                             json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
     log = read_log(spec.output_dir)
     log["evaluation"] = {"command": sys.argv, "device": device, "seconds": {k: round(v, 3) for k, v in timings.items()},
                          "metrics_sha256": sha256_file(path), "images": len(shots)}
@@ -165,7 +160,7 @@ def generate(spec: ExperimentSpec, jobs: Sequence[ArmJob], shots: Sequence[Shot]
     """Make every shot, one pipeline per run (each run's token and LoRA are loaded into a fresh one)."""
     from tqdm import tqdm
 
-    from ..generate import generate_images
+    from ..serving.generate import generate_images
 
     images_dir = spec.output_dir / IMAGES_FOLDER
     shutil.rmtree(images_dir, ignore_errors=True)  # no image of an earlier evaluation may end up in a grid
@@ -182,10 +177,10 @@ def generate(spec: ExperimentSpec, jobs: Sequence[ArmJob], shots: Sequence[Shot]
                 runs[run] = {
                     "arm": job.arm,
                     "training_seed": job.training_seed,
-                    "lora": _relative_or_name(lora_of[run], spec.output_dir),
+                    "lora": relative(lora_of[run], spec.output_dir),
                     "lora_sha256": sha256_file(lora_of[run]),
                     "lora_tensors": result.lora_tensors,
-                    "placeholders": [token.token for token in result.placeholders],
+                    "placeholders": [token.token for token in result.tokens],
                 }
             for shot in (s for s in shots if s.run == run):
                 bar.set_postfix_str(run)
@@ -212,9 +207,9 @@ def score(
     """Per file: CLIP-T, CLIP-I, DINO, image statistics; per (run, template): LPIPS diversity; and what is missing."""
     from tqdm import tqdm
 
-    from ..metrics.diversity import LpipsScorer
-    from ..metrics.image_stats import image_stats
-    from ..metrics.similarity import ClipScorer, DinoScorer
+    from .metrics.diversity import LpipsScorer
+    from .metrics.image_stats import image_stats
+    from .metrics.similarity import ClipScorer, DinoScorer
 
     ev = spec.evaluation
     unique = sorted(set(files.values()))
@@ -349,8 +344,8 @@ def _load_pipeline(model: str, ev: EvaluationSpec, device: str, lora: Path | Non
     """A fresh pipeline with ``lora`` (token and LoRA) applied before any offload hooks; no per-image progress bar."""
     import torch
 
-    from ..generate import load_pipeline
-    from ..loader import load_zero_prior
+    from ..serving.generate import load_pipeline
+    from ..weights.loader import load_zero_prior
 
     offload = ev.offload != "none"
     if offload and not torch.cuda.is_available():
@@ -390,13 +385,3 @@ def _image_records(jobs: Sequence[ArmJob], files: dict[tuple[str, str, int, int]
     arm_of = {job.name: job.arm for job in jobs} | {BASE_RUN: None}
     return [{"run": run, "arm": arm_of[run], "kind": kind, "template": EVAL_TEMPLATES[template], "seed": seed,
              "file": file, "metrics": scores[file]} for (run, kind, template, seed), file in sorted(files.items())]
-
-
-
-def _relative_or_name(path: Path, root: Path) -> str:
-    """A path inside the output folder relative to it; anything else by its absolute path."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(root.resolve()))
-    except ValueError:
-        return str(path)

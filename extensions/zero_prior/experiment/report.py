@@ -17,19 +17,20 @@ the report says they were not made.
 from __future__ import annotations
 
 import json
-import sqlite3
 import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..captions import EVAL_TEMPLATES
-from . import ExperimentError
+from ..aitk.facts import STEP_LOG
+from ..aitk.step_log import read_step_log
+from ..errors import ExperimentError
+from ..fileio import write_text_atomic
 from .arms import ArmJob, build_arm_jobs, job_differences
-from .evaluate import ARM_METRICS, BASE_RUN, CLASS, METRICS_FILE, SUBJECT
-from .runner import JOBS_FOLDER, LOG_FILE, STEP_LOG
+from .captions import EVAL_TEMPLATES
+from .evaluate import ARM_METRICS, BASE_RUN, CLASS, SUBJECT
+from .layout import JOBS_FOLDER, LOG_FILE, METRICS_FILE, REPORT_FILE
 from .spec import BASELINE, ExperimentSpec
 
-REPORT_FILE = "report.md"
 TILE = 256
 LABEL_WIDTH = 240
 HEADER = 28
@@ -49,9 +50,7 @@ def write_report(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = None) -> 
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     grids = make_grids(spec, jobs, metrics)
     plots, plot_notes = make_plots(spec, jobs)
-    path = spec.output_dir / REPORT_FILE
-    path.write_text(render(spec, jobs, metrics, grids, plots, plot_notes), encoding="utf-8")
-    return path
+    return write_text_atomic(spec.output_dir / REPORT_FILE, render(spec, jobs, metrics, grids, plots, plot_notes))
 
 
 def make_grids(spec: ExperimentSpec, jobs: Sequence[ArmJob], metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -119,31 +118,14 @@ def make_plots(spec: ExperimentSpec, jobs: Sequence[ArmJob]) -> tuple[list[tuple
     return plots, notes
 
 
-def read_step_log(database: Path) -> dict[str, list[tuple[int, float]]]:
-    """``key -> [(step, value)]`` of every numeric value in an ai-toolkit ``loss_log.db`` (read-only)."""
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        rows = connection.execute(
-            "SELECT key, step, value_real FROM metrics WHERE value_real IS NOT NULL ORDER BY key, step").fetchall()
-    except sqlite3.DatabaseError as error:
-        raise ExperimentError(f"{database} is not a readable ai-toolkit step log ({error}); delete it or rerun the arm") \
-            from None
-    finally:
-        connection.close()
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for key, step, value in rows:
-        curves.setdefault(key, []).append((int(step), float(value)))
-    return curves
-
-
 def _add_initial_norms(curves: dict[str, list[tuple[int, float]]], lora: Path) -> None:
     """Step 0 of the norm curves from the LoRA's metadata: ai-toolkit logs nothing before the first step."""
-    from ..format import read_zero_prior
+    from ..weights.format import read_zero_prior
 
-    meta = read_zero_prior(lora)
-    for record in meta.placeholders if meta is not None else []:
-        for index, norm in enumerate(record.initial_norms):
-            key = f"placeholder/{record.token}" + (f"/{index}" if record.num_vectors > 1 else "") + "/norm"
+    record = read_zero_prior(lora)
+    for stored in record.placeholders if record is not None else []:
+        for index, norm in enumerate(stored.initial_norms):
+            key = f"placeholder/{stored.token}" + (f"/{index}" if stored.num_vectors > 1 else "") + "/norm"
             if key in curves and curves[key][0][0] > 0:
                 curves[key].insert(0, (0, float(norm)))
 

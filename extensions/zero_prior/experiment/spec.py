@@ -24,23 +24,24 @@ from __future__ import annotations
 
 import os
 import re
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import yaml
 
-from ..captions import EVAL_TEMPLATES, SUBJECT_PHRASES
+from ..aitk.facts import PROCESS_TYPE
 from ..errors import ConfigError
-from ..metrics.similarity import DEFAULT_CLIP, DEFAULT_DINO
+from ..yaml_reader import Block, fill_fields
+from .captions import EVAL_TEMPLATES, SUBJECT_PHRASES
+from .metrics import DEFAULT_CLIP, DEFAULT_DINO
 
 BASELINE = "baseline"
 ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only")
-PROCESS_TYPE = "zero_prior_trainer"
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 OFFLOAD_MODES = ("none", "model", "sequential")
 RUNS_FOLDER = "runs"
+_SETTING = "an experiment setting"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -115,16 +116,16 @@ def load_spec(path: str | os.PathLike[str], values: Mapping[str, str] | None = N
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file; pass the EXPERIMENT.yaml to run")
     # An inline job's ${TRAINING_FOLDER} stays as written here: every arm's job sets its training folder.
-    text = _fill(path.read_text(encoding="utf-8"), {"TRAINING_FOLDER": "${TRAINING_FOLDER}", **(values or {})}, str(path))
+    text = fill_fields(path.read_text(encoding="utf-8"), {"TRAINING_FOLDER": "${TRAINING_FOLDER}", **(values or {})}, str(path))
     raw = yaml.safe_load(text)
     return parse_spec(raw, path, values or {})
 
 
 def parse_spec(raw: Any, path: Path, values: Mapping[str, str] | None = None) -> ExperimentSpec:
     """Check an already-read experiment mapping; relative paths are relative to ``path``'s folder."""
-    top = _Block(raw, "", {"base_job", "job", "experiment"}, where=str(path))
-    block = _Block(top.get("experiment"), "experiment", {
-        "name", "output_dir", "arms", "training_seeds", "subject", "evaluation"}, required=True)
+    top = Block(raw, "", {"base_job", "job", "experiment"}, where=str(path), kind=_SETTING)
+    block = top.child("experiment", {"name", "output_dir", "arms", "training_seeds", "subject", "evaluation"},
+                      required=True, kind=_SETTING, where="experiment")
     folder = path.parent
     output_dir = (folder / block.string("output_dir", required=True)).resolve()
     base_job, source = _base_job(top, folder, output_dir / RUNS_FOLDER, values or {})
@@ -156,7 +157,8 @@ def parse_spec(raw: Any, path: Path, values: Mapping[str, str] | None = None) ->
 
 
 def _subject(raw: Any) -> SubjectSpec:
-    block = _Block(raw, "experiment.subject", {"class", "phrases", "class_word", "rare_word", "captions_seed"})
+    block = Block(raw, "experiment.subject", {"class", "phrases", "class_word", "rare_word", "captions_seed"},
+                  where="experiment.subject", kind=_SETTING)
     subject_class = block.string("class", "person")
     if block.get("phrases") is None and subject_class not in SUBJECT_PHRASES:
         raise ConfigError(f"experiment.subject.class {subject_class!r} has no built-in phrases; choose one of "
@@ -178,7 +180,8 @@ def _subject(raw: Any) -> SubjectSpec:
 
 def _evaluation(raw: Any) -> EvaluationSpec:
     defaults = EvaluationSpec()
-    block = _Block(raw, "experiment.evaluation", set(EvaluationSpec.__dataclass_fields__))
+    block = Block(raw, "experiment.evaluation", set(EvaluationSpec.__dataclass_fields__), where="experiment.evaluation",
+                  kind=_SETTING)
     seeds = tuple(block.int_list("seeds", list(defaults.seeds), minimum=0))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"experiment.evaluation.seeds {list(seeds)} repeats a seed; list each seed once")
@@ -211,7 +214,7 @@ def _evaluation(raw: Any) -> EvaluationSpec:
     )
 
 
-def _base_job(top: _Block, folder: Path, runs_dir: Path, values: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+def _base_job(top: Block, folder: Path, runs_dir: Path, values: Mapping[str, str]) -> tuple[dict[str, Any], str]:
     """The base ai-toolkit job from ``base_job: PATH`` or ``job:``, with its ``${NAME}`` fields filled."""
     has_file, has_inline = top.get("base_job") is not None, top.get("job") is not None
     if has_file == has_inline:
@@ -226,7 +229,7 @@ def _base_job(top: _Block, folder: Path, runs_dir: Path, values: Mapping[str, st
     job_path = (folder / top.string("base_job")).resolve()
     if not job_path.is_file():
         raise ConfigError(f"base_job {job_path}: no such file; give the ai-toolkit job YAML the arms start from")
-    text = _fill(job_path.read_text(encoding="utf-8"), {**values, "TRAINING_FOLDER": str(runs_dir)}, str(job_path))
+    text = fill_fields(job_path.read_text(encoding="utf-8"), {**values, "TRAINING_FOLDER": str(runs_dir)}, str(job_path))
     job = yaml.safe_load(text)
     if not isinstance(job, Mapping):
         raise ConfigError(f"base_job {job_path} is not an ai-toolkit job mapping")
@@ -260,94 +263,3 @@ def _check_base_job(job: Mapping[str, Any], source: str) -> None:
     if triggers:
         raise ConfigError(f"{where}: {triggers[0]} is set; remove it: the experiment names the subject through "
                           "paired caption files, and ai-toolkit would prepend the trigger word to captions that lack it")
-
-
-def _fill(text: str, values: Mapping[str, str], where: str) -> str:
-    """Fill ``${NAME}`` fields; a missing value names the field and how to give it."""
-    try:
-        return string.Template(text).substitute(values)
-    except KeyError as error:
-        name = error.args[0]
-        raise ConfigError(f"{where} needs a value for ${{{name}}}: pass --set {name}=VALUE "
-                          "(or set the environment variable)") from None
-    except ValueError as error:
-        raise ConfigError(f"{where}: a '$' that is not a ${{NAME}} field ({error}); write $$ for a literal '$'") from None
-
-
-class _Block:
-    """One YAML mapping read key by key; every error names ``path.key``."""
-
-    def __init__(self, raw: Any, path: str, known: set[str], required: bool = False, where: str | None = None) -> None:
-        label = path or where or "experiment file"
-        if raw is None and required:
-            raise ConfigError(f"{label} is missing; add an '{path}:' block")
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"{label} must be a mapping of settings, got {type(raw).__name__}")
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            key = f"{path}.{unknown[0]}" if path else str(unknown[0])
-            raise ConfigError(f"{key} is not an experiment setting ({label}); known keys: {', '.join(sorted(known))}")
-        self.raw, self.path = raw, path
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def get(self, name: str) -> Any:
-        return self.raw.get(name)
-
-    def string(self, name: str, default: Any = None, required: bool = False) -> Any:
-        value = self.raw.get(name, default)
-        if value is None and required:
-            raise ConfigError(f"{self.key(name)} is missing")
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"{self.key(name)} must be a string, got {type(value).__name__} {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, minimum: int | None = None, maximum: int | None = None,
-                multiple: int | None = None) -> int:
-        value = self.raw.get(name, default)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)} must be an integer, got {type(value).__name__} {value!r}")
-        self._range(name, value, minimum, maximum)
-        if multiple and value % multiple:
-            raise ConfigError(f"{self.key(name)} must be a multiple of {multiple}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, minimum: float | None = None, maximum: float | None = None) -> float:
-        value = self.raw.get(name, default)
-        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)} must be a number, got {type(value).__name__} {value!r}")
-        self._range(name, float(value), minimum, maximum)
-        return float(value)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw.get(name, default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self.key(name)} must be true or false, got {value!r}")
-        return value
-
-    def int_list(self, name: str, default: Sequence[int], minimum: int | None = None) -> list[int]:
-        value = self.raw.get(name, default)
-        if not isinstance(value, list) or not value or any(not isinstance(v, int) or isinstance(v, bool) for v in value):
-            raise ConfigError(f"{self.key(name)} must be a non-empty list of integers, e.g. [0, 1], got {value!r}")
-        for item in value:
-            self._range(name, item, minimum, None)
-        return list(value)
-
-    def string_list(self, name: str, default: Sequence[str]) -> list[str]:
-        value = self.raw.get(name, default)
-        if not isinstance(value, list) or not value or any(not isinstance(v, str) for v in value):
-            raise ConfigError(f"{self.key(name)} must be a non-empty list of strings, got {value!r}")
-        return list(value)
-
-    def _range(self, name: str, value: float, minimum: float | None, maximum: float | None) -> None:
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            bounds = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-            raise ConfigError(f"{self.key(name)} must be {bounds}, got {value}")

@@ -5,19 +5,18 @@ time costs seconds, but silently reusing a half-written or stale folder would
 make every later failure misleading. So each cached folder carries a manifest
 with the sha256 of its inputs and of every file it holds, and is only trusted
 when all of them still match. Folders are built next to their final place and
-renamed in, so an interrupted build never leaves a folder that looks finished.
+renamed in (``fileio.atomic_folder``), so an interrupted build never leaves a
+folder that looks finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..fileio import sha256_file
+from ..fileio import atomic_folder, sha256_file
 
 CACHE_ENV = "ZERO_PRIOR_CACHE"
 MANIFEST_NAME = "zero_prior_build.json"
@@ -58,25 +57,11 @@ def cached_build(target: Path, inputs: Mapping[str, str], build: Callable[[Path]
 
     ``inputs`` names everything the content depends on (source hashes, version
     strings); a change in any of them forces a rebuild. Concurrent callers may
-    both build; the first rename wins and the loser's copy is discarded.
+    both build; the first to finish wins and the other's copy is discarded.
     """
     if is_intact(target, inputs):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
-    try:
+    with atomic_folder(target, keep_existing=lambda: is_intact(target, inputs)) as staging:
         build(staging)
         write_manifest(staging, inputs)
-        if target.exists():
-            if is_intact(target, inputs):  # another process finished first
-                return target
-            shutil.rmtree(target)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not is_intact(target, inputs):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target

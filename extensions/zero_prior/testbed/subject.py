@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..aitk.facts import IMAGE_EXTENSIONS
 from ..errors import ConfigError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SUPERSAMPLE = 4
 SPRITE_SIZE = 256
 BODY = (240, 118, 24)
@@ -121,7 +121,7 @@ def make_subject_dataset(
     if size < 16:
         raise ConfigError(f"size={size} must be at least 16 pixels")
     out = Path(out_dir)
-    existing = sorted(p.name for p in out.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if out.is_dir() else []
+    existing = sorted(p.name for p in out.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if out.is_dir() else []
     if existing and not overwrite:
         raise ConfigError(
             f"{out} already contains {len(existing)} image(s) (e.g. {existing[0]}); "

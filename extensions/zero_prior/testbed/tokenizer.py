@@ -22,8 +22,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import TestbedError
-from ._cache import cache_root, cached_build, sha256_file
+from ..errors import TinyModelError
+from ..fileio import sha256_file
+from ._cache import cache_root, cached_build
 
 if TYPE_CHECKING:
     from transformers import Qwen2Tokenizer
@@ -87,13 +88,13 @@ def find_qwen_tiktoken() -> Path:
         path = Path(override).expanduser()
         if path.is_file():
             return path
-        raise TestbedError(f"{TIKTOKEN_ENV}={override!r} is not a file. To fix: {_INSTALL_HINT}.")
+        raise TinyModelError(f"{TIKTOKEN_ENV}={override!r} is not a file. To fix: {_INSTALL_HINT}.")
     spec = find_spec("dashscope")
     for location in (spec.submodule_search_locations or []) if spec else []:
         path = Path(location) / "resources" / "qwen.tiktoken"
         if path.is_file():
             return path
-    raise TestbedError(
+    raise TinyModelError(
         "The Qwen2.5-VL BPE ranks (dashscope/resources/qwen.tiktoken) were not found, "
         f"so the real tokenizer cannot be built. To fix: {_INSTALL_HINT}."
     )
@@ -108,7 +109,7 @@ def read_ranks(path: Path) -> dict[bytes, int]:
                 token, rank = line.split()
                 ranks[base64.b64decode(token)] = int(rank)
     if len(ranks) != NUM_RANKS or set(ranks.values()) != set(range(NUM_RANKS)):
-        raise TestbedError(
+        raise TinyModelError(
             f"{path} holds {len(ranks)} ranks, not Qwen's {NUM_RANKS} contiguous ranks 0..{NUM_RANKS - 1}. "
             f"To fix: {_INSTALL_HINT}."
         )
@@ -198,7 +199,7 @@ def write_tokenizer_folder(folder: Path, ranks_path: Path) -> None:
 
     loaded = len(Qwen2Tokenizer.from_pretrained(folder))
     if loaded != TOKENIZER_LENGTH:
-        raise TestbedError(f"built tokenizer in {folder} has {loaded} tokens, expected {TOKENIZER_LENGTH}")
+        raise TinyModelError(f"built tokenizer in {folder} has {loaded} tokens, expected {TOKENIZER_LENGTH}")
 
 
 def qwen_tokenizer_dir() -> Path:

@@ -1,0 +1,44 @@
+"""Finding and checking an ai-toolkit checkout, and where this extension lives, without importing ai-toolkit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from ..errors import AiToolkitError
+
+# The ai-toolkit commit the extension is tested against.
+TESTED_COMMIT = "27a03a91f23eb1b757d5ec2e80ee3e129cfcc350"
+# The folder name ai-toolkit imports this package under (extensions/zero_prior).
+EXTENSION_NAME = "zero_prior"
+AI_TOOLKIT_ENV = "AI_TOOLKIT_DIR"
+
+
+def package_dir() -> Path:
+    """The folder that is both the package ``zero_prior`` and the ai-toolkit extension."""
+    return Path(__file__).resolve().parents[1]
+
+
+def check_ai_toolkit(path: Path) -> str | None:
+    """Refuse a folder that is not an ai-toolkit checkout; return its git commit if known."""
+    needed = ("run.py", "toolkit/extension.py", "extensions_built_in/sd_trainer/SDTrainer.py")
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise AiToolkitError(f"{path} is not an ai-toolkit checkout (missing {', '.join(missing)}); "
+                             "pass the folder that holds ai-toolkit's run.py")
+    result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def find_ai_toolkit(path: str | os.PathLike[str] | None = None) -> Path:
+    """The ai-toolkit checkout to use: ``path``, else ``$AI_TOOLKIT_DIR``, else ``~/ai-toolkit``.
+
+    Raises ``AiToolkitError`` saying what is missing when it is not a checkout.
+
+    >>> find_ai_toolkit()  # doctest: +SKIP
+    PosixPath('/home/me/ai-toolkit')
+    """
+    candidate = Path(path or os.environ.get(AI_TOOLKIT_ENV) or Path.home() / "ai-toolkit").expanduser()
+    check_ai_toolkit(candidate)
+    return candidate.resolve()

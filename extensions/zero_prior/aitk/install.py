@@ -1,0 +1,110 @@
+"""Put the extension into an ai-toolkit checkout (and take it out again).
+
+ai-toolkit discovers extensions by importing every package under its
+``extensions/`` folder, so installing is: link (or copy) this package folder
+to ``AITK/extensions/zero_prior`` and drop the example configs into
+``AITK/config/``. Every step is idempotent, refuses to overwrite anything it
+did not write, and ``uninstall`` removes exactly what ``install`` added.
+No ai-toolkit file is modified: the extension works by subclassing only.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InstallError
+from zero_prior.config_examples import example_path  # package data, mapped by setup.py
+from .checkout import EXTENSION_NAME, TESTED_COMMIT, check_ai_toolkit, package_dir
+
+# Written inside a copied extension so a later run knows the copy is ours.
+COPY_MARKER = ".installed-by-zero-prior"
+CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml", "zero_prior_24gb.yaml")
+
+
+@dataclass
+class InstallReport:
+    """What an install or uninstall did, line by line."""
+
+    ai_toolkit: Path
+    commit: str | None
+    actions: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        commit = self.commit or "unknown commit (not a git checkout)"
+        tested = "" if self.commit == TESTED_COMMIT else f"; zero-prior is tested against {TESTED_COMMIT[:8]}"
+        return "\n".join([f"ai-toolkit at {self.ai_toolkit}: {commit}{tested}", *self.actions])
+
+
+def install(ai_toolkit: str | Path, copy: bool = False) -> InstallReport:
+    """Link (default) or copy the extension into ``ai_toolkit`` and add the example configs."""
+    root = Path(ai_toolkit).expanduser().resolve()
+    report = InstallReport(root, check_ai_toolkit(root))
+    target = root / "extensions" / EXTENSION_NAME
+    configs = [(example_path(name), root / "config" / name) for name in CONFIG_FILES]
+    for source, dest in configs:  # check everything before writing anything
+        if dest.exists() and not filecmp.cmp(source, dest, shallow=False):
+            raise InstallError(f"{dest} exists and differs from zero-prior's example; move it away first")
+    if _ours(target) is None and (target.exists() or target.is_symlink()):
+        raise InstallError(f"{target} exists and was not installed by zero-prior; remove it first")
+
+    state = _ours(target)
+    if copy:
+        _remove(target)
+        shutil.copytree(package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+        (target / COPY_MARKER).write_text("zero-prior\n")
+        report.actions.append(f"{'refreshed the copy' if state == 'copy' else 'copied the extension'} at {target}")
+    elif state == "link":
+        report.actions.append(f"already linked: {target}")
+    else:
+        _remove(target)  # an earlier copy of ours becomes a link
+        target.symlink_to(package_dir(), target_is_directory=True)
+        report.actions.append(f"linked {target} -> {package_dir()}")
+    for source, dest in configs:
+        if dest.exists():
+            report.actions.append(f"already present: {dest}")
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest)
+            report.actions.append(f"wrote {dest}")
+    return report
+
+
+def uninstall(ai_toolkit: str | Path) -> InstallReport:
+    """Remove the extension and the example configs, if (and only if) zero-prior put them there."""
+    root = Path(ai_toolkit).expanduser().resolve()
+    report = InstallReport(root, check_ai_toolkit(root))
+    target = root / "extensions" / EXTENSION_NAME
+    if _ours(target) is not None:
+        _remove(target)
+        report.actions.append(f"removed {target}")
+    elif target.exists():
+        report.actions.append(f"left {target}: not installed by zero-prior")
+    for name in CONFIG_FILES:
+        dest = root / "config" / name
+        if dest.exists() and filecmp.cmp(example_path(name), dest, shallow=False):
+            dest.unlink()
+            report.actions.append(f"removed {dest}")
+        elif dest.exists():
+            report.actions.append(f"left {dest}: edited since install")
+    if not report.actions:
+        report.actions.append("nothing to remove")
+    return report
+
+
+def _ours(target: Path) -> str | None:
+    """'link' or 'copy' when ``target`` is an install of this package, else None."""
+    if target.is_symlink():
+        return "link" if target.resolve() == package_dir() else None
+    if (target / COPY_MARKER).is_file():
+        return "copy"
+    return None
+
+
+def _remove(target: Path) -> None:
+    if target.is_symlink():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)

@@ -1,0 +1,5 @@
+"""ai-toolkit model subclasses for placeholder training, one module per family; ``AI_TOOLKIT_MODELS`` lists them."""
+
+from .qwen_image import QwenImageZeroPriorModel
+
+AI_TOOLKIT_MODELS = [QwenImageZeroPriorModel]

@@ -1,0 +1,42 @@
+"""The model families zero-prior supports, one module each; look one up by name, ai-toolkit arch or pipeline.
+
+Importing this package loads torch (the families' encoder code) but no model
+library: diffusers is imported only when a family's pipeline class is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import PlaceholderError
+from .family import ModelFamily
+from .qwen_image import QWEN_IMAGE
+
+FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE,)
+DEFAULT_FAMILY = QWEN_IMAGE
+
+
+def family_named(name: str) -> ModelFamily:
+    """The family called ``name`` (as files record it)."""
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise PlaceholderError(f"unknown model family {name!r}; supported: {', '.join(f.name for f in FAMILIES)}")
+
+
+def family_for_arch(arch: str | None) -> ModelFamily | None:
+    """The family of an ai-toolkit arch (``qwen_image``, ``qwen_image:2512``, or our own arch); None if unsupported."""
+    base = str(arch).split(":")[0] if arch is not None else None
+    return next((f for f in FAMILIES if base in (f.aitk_arch, f.zero_prior_arch)), None)
+
+
+def family_for_pipeline(pipe: Any) -> ModelFamily:
+    """The family of a diffusers pipeline object; a pipeline of no supported family is refused."""
+    for family in FAMILIES:
+        if family.accepts(pipe):
+            return family
+    supported = ", ".join(name for f in FAMILIES for name in f.pipeline_classes)
+    raise PlaceholderError(f"{type(pipe).__name__} is not a pipeline zero-prior supports; use one of {supported}")
+
+
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "ModelFamily", "family_for_arch", "family_for_pipeline", "family_named"]

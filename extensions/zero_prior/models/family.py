@@ -1,0 +1,81 @@
+"""``ModelFamily``: what the token code, the prefix cache, the loader and the ai-toolkit glue need to know of a model.
+
+A placeholder token is the same idea on every model whose text encoder is an
+LLM: a new tokenizer entry, a vector spliced into the input embedding, a
+prompt template it must survive. What differs per family is named here once:
+the prompt template and how many leading positions the pipeline drops, how to
+reach the tokenizer and text encoder of a diffusers pipeline, how to run the
+encoder's decoder stack from a given position on, which diffusers pipeline
+classes it applies to, and the ai-toolkit arch it trains under. Each family is
+one module of ``zero_prior.models`` with one instance of a subclass of this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family; subclasses implement the encoder-specific methods.
+
+    ``name`` is what files and configs call the family; ``aitk_arch`` is
+    ai-toolkit's arch for it and ``zero_prior_arch`` the arch this extension
+    registers for its placeholder-training subclass.
+    """
+
+    name: str
+    label: str  # how messages name it
+    aitk_arch: str
+    zero_prior_arch: str
+    pipeline_class: str  # the diffusers pipeline that loads a folder and reads LoRA files of this family
+    pipeline_classes: tuple[str, ...]  # every diffusers pipeline the token and LoRA apply to
+    prompt_template: str  # ``{}`` is the user's prompt
+    drop_idx: int  # leading template positions the pipeline drops from the encoder output
+    max_length: int  # the pipeline's tokenizer_max_length (user prompt positions)
+
+    def wrap_prompt(self, prompt: str) -> str:
+        """``prompt`` inside the family's template, as the pipeline tokenizes it."""
+        return self.prompt_template.format(prompt)
+
+    def text_encoder(self, pipe: Any) -> nn.Module:
+        """The text encoder of a diffusers pipeline of this family."""
+        return pipe.text_encoder
+
+    def tokenizer(self, pipe: Any) -> Any:
+        """The tokenizer of a diffusers pipeline of this family."""
+        return pipe.tokenizer
+
+    def accepts(self, pipe: Any) -> bool:
+        """Whether ``pipe`` (a diffusers pipeline object) belongs to this family."""
+        return type(pipe).__name__ in self.pipeline_classes
+
+    def pipeline_type(self) -> type:
+        """The diffusers class named by ``pipeline_class`` (imported on first use)."""
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class)
+
+    def decoder(self, text_encoder: nn.Module) -> nn.Module:
+        """The encoder's decoder stack (``config``, ``embed_tokens``, ``layers``)."""
+        raise NotImplementedError
+
+    def hidden_states(
+        self,
+        text_encoder: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        start: int,
+        past: Any,
+    ) -> torch.Tensor:
+        """The encoder's output hidden states (as the pipeline uses them) for ``input_ids`` at positions ``start``...
+
+        ``past`` holds the keys and values of positions ``0..start-1`` (or is
+        ``None`` when ``start`` is 0); the input embedding runs, so the
+        placeholder splice runs too.
+        """
+        raise NotImplementedError

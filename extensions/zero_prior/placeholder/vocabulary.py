@@ -1,0 +1,175 @@
+"""Registering placeholder tokens in a model family's tokenizer, safely, and expanding them in prompts.
+
+Everything is checked on a throw-away copy of the tokenizer first (token
+free, one id per entry inside the family's full prompt template, template
+prefix unchanged) and only then applied to the real one, so a refused token
+leaves the tokenizer exactly as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from transformers import AddedToken, PreTrainedTokenizerBase
+
+from ..errors import PlaceholderError
+from ..models import DEFAULT_FAMILY, ModelFamily
+from .config import PlaceholderConfig
+
+# Places where a user writes a trigger word; each ``{t}`` is the placeholder.
+# Covers start of prompt, punctuation before and after, brackets, quotes and
+# the possessive, which are the contexts where BPE merges usually bite.
+TOKEN_CONTEXTS: tuple[str, ...] = (
+    "{t}",
+    "{t} standing in a field",
+    "a photo of {t}",
+    "a photo of {t}.",
+    "a photo of {t}, smiling",
+    "{t}'s face",
+    "({t})",
+    "[{t}]",
+    '"{t}"',
+    "'{t}'",
+    "a portrait of {t}! {t}?",
+    "{t}:{t};{t}",
+    "a-{t}-b",
+)
+
+
+@dataclass(frozen=True)
+class RegisteredToken:
+    """A placeholder as it lives in one tokenizer: its entries and their ids."""
+
+    token: str
+    token_strings: tuple[str, ...]
+    token_ids: tuple[int, ...]
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.token_ids)
+
+
+def register_placeholders(
+    tokenizer: PreTrainedTokenizerBase,
+    configs: Sequence[PlaceholderConfig],
+    check: bool = True,
+    family: ModelFamily = DEFAULT_FAMILY,
+) -> list[RegisteredToken]:
+    """Add every placeholder's entries to ``tokenizer``, all or none.
+
+    With ``check`` (the default) everything ``check_placeholders`` refuses is
+    refused first, so a refused token leaves the tokenizer unchanged. Pass
+    ``check=False`` only right after a successful ``check_placeholders`` on the
+    same tokenizer.
+
+    >>> [zwx] = register_placeholders(tokenizer, [PlaceholderConfig()])  # doctest: +SKIP
+    >>> zwx.token_ids  # doctest: +SKIP
+    (151665,)
+    """
+    if check:
+        check_placeholders(tokenizer, configs, family)
+    return [_add_entries(tokenizer, config) for config in configs]
+
+
+def check_placeholders(
+    tokenizer: PreTrainedTokenizerBase, configs: Sequence[PlaceholderConfig], family: ModelFamily = DEFAULT_FAMILY
+) -> None:
+    """Refuse (``PlaceholderError``, naming the token and why) what cannot be registered.
+
+    A token is refused if it is empty, already in the vocabulary, repeated, or
+    does not encode to exactly its own ids inside ``family``'s prompt template
+    in every context of ``TOKEN_CONTEXTS`` (start of prompt, punctuation,
+    brackets, quotes, possessive). The checks run on a copy: ``tokenizer`` is
+    never changed.
+    """
+    tokens = [config.token for config in configs]
+    if len(set(tokens)) != len(tokens):
+        raise PlaceholderError(f"placeholder tokens must be distinct, got {tokens}")
+    probe = copy.deepcopy(tokenizer)
+    for config in configs:
+        _check_vocabulary(probe, config)
+        _check_in_template(probe, _add_entries(probe, config), family)
+
+
+def expand_prompt(prompt: str, placeholders: Iterable[RegisteredToken]) -> str:
+    """Replace each multi-vector placeholder by its consecutive entries.
+
+    One left-to-right pass, longest match first, like the tokenizer's own
+    added-token matching: an already expanded run is kept, and one
+    placeholder's token inside another's (``zwx`` in ``<zwx>``) is not touched.
+
+    >>> token = RegisteredToken("<zwx>", ("<zwx>", "<zwx_1>"), (151665, 151666))
+    >>> expand_prompt("a photo of <zwx>", [token])
+    'a photo of <zwx><zwx_1>'
+    """
+    replacements: dict[str, str] = {}
+    for placeholder in placeholders:
+        expansion = "".join(placeholder.token_strings)
+        for text in (*placeholder.token_strings, expansion):
+            replacements.setdefault(text, text)
+        replacements[placeholder.token] = expansion
+    if all(text == replacement for text, replacement in replacements.items()):
+        return prompt
+    pattern = re.compile("|".join(re.escape(text) for text in sorted(replacements, key=len, reverse=True)))
+    return pattern.sub(lambda match: replacements[match.group(0)], prompt)
+
+
+def _check_vocabulary(tokenizer: PreTrainedTokenizerBase, config: PlaceholderConfig) -> None:
+    vocab = tokenizer.get_vocab()
+    for entry in config.token_strings:
+        if entry in vocab:
+            raise PlaceholderError(
+                f"placeholder token {entry!r} already exists in the tokenizer vocabulary "
+                f"(id {vocab[entry]}); choose a string that is not in it, such as '<zwx>'"
+            )
+        pieces = tokenizer.tokenize(entry)
+        if len(pieces) == 1:
+            raise PlaceholderError(
+                f"placeholder token {entry!r} already exists in the tokenizer vocabulary as "
+                f"{pieces[0]!r}; choose a string that is not in it, such as '<zwx>'"
+            )
+
+
+def _add_entries(tokenizer: PreTrainedTokenizerBase, config: PlaceholderConfig) -> RegisteredToken:
+    first_id = len(tokenizer)
+    entries = [
+        AddedToken(entry, normalized=False, special=False, lstrip=config.lstrip, rstrip=False, single_word=False)
+        for entry in config.token_strings
+    ]
+    added = tokenizer.add_tokens(entries)
+    ids = tuple(tokenizer.convert_tokens_to_ids(list(config.token_strings)))
+    if added != len(entries) or ids != tuple(range(first_id, first_id + len(entries))):
+        raise PlaceholderError(
+            f"placeholder token {config.token!r} did not get {len(entries)} new consecutive ids "
+            f"(got {list(ids)} after {first_id}); the tokenizer may already hold some of its entries"
+        )
+    return RegisteredToken(config.token, config.token_strings, ids)
+
+
+def _check_in_template(tokenizer: PreTrainedTokenizerBase, registered: RegisteredToken, family: ModelFamily) -> None:
+    """Each context must keep the template prefix and contain exactly the token's ids."""
+    drop = family.drop_idx
+    prefix = tokenizer(family.wrap_prompt(""))["input_ids"][:drop]
+    new_ids = set(registered.token_ids)
+    for context in TOKEN_CONTEXTS:
+        prompt = expand_prompt(context.format(t=registered.token), [registered])
+        ids: Sequence[int] = tokenizer(family.wrap_prompt(prompt))["input_ids"]
+        found = [i for i in ids if i in new_ids]
+        expected = list(registered.token_ids) * context.count("{t}")
+        shown = context.format(t=registered.token)
+        if ids[:drop] != prefix:
+            raise PlaceholderError(
+                f"placeholder token {registered.token!r} changes the {family.label} template's "
+                f"{drop}-token prefix in the prompt {shown!r}, so the pipeline would "
+                "drop it; choose another string, such as '<zwx>'"
+            )
+        if found != expected:
+            pieces = tokenizer.convert_ids_to_tokens(list(ids[drop:]))
+            raise PlaceholderError(
+                f"placeholder token {registered.token!r} does not stay one token inside the {family.label} "
+                f"prompt template: {shown!r} encodes as {pieces}; choose a string that cannot merge "
+                "with its neighbours, such as '<zwx>'"
+            )
