@@ -46,7 +46,7 @@ setup(
         # dashscope ships the real Qwen2.5-VL BPE ranks (qwen.tiktoken) that the
         # tiny test bed turns into the real tokenizer; nothing of it is imported.
         # The tests also exercise the evaluation and the Cog predictor/trainer.
-        "test": ["pytest>=8.0", "dashscope>=1.20", *EVAL, *COG],
+        "test": ["pytest>=8.0", "ruff>=0.6", "dashscope>=1.20", *EVAL, *COG],
         "eval": EVAL,
         "cog": COG,
     },

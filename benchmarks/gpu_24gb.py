@@ -51,9 +51,8 @@ import types
 from typing import Any
 
 import torch
-from torch import nn
-
 from gpu_step import SIZES, flow_loss, text_encoder_config
+from torch import nn
 
 # A ~100-token caption (99 tokens before the placeholder is registered, 95 after), token first
 # as ai-toolkit puts the trigger; the encoder sees it inside the 34 + 5 token template.
@@ -296,8 +295,8 @@ def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, mete
     from transformers import Qwen2Tokenizer
 
     from zero_prior.placeholder.config import PlaceholderConfig
-    from zero_prior.training.prefix_cache import PrefixCache
     from zero_prior.placeholder.prepare import add_placeholders
+    from zero_prior.training.prefix_cache import PrefixCache
 
     size = SIZES[args.size]
     phases = report["phases"]

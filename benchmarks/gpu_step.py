@@ -111,8 +111,8 @@ ARMS = ("baseline", "zero_prior", "zero_prior_full_encode", "zero_prior_pivot")
 def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> dict[str, float]:
     """Time ``steps`` optimizer steps of one arm; returns median step seconds and peak memory."""
     from zero_prior.placeholder.config import PlaceholderConfig
-    from zero_prior.training.prefix_cache import PrefixCache
     from zero_prior.placeholder.prepare import add_placeholders
+    from zero_prior.training.prefix_cache import PrefixCache
 
     device = pipe.transformer.device
     lora = [p for p in pipe.transformer.parameters() if p.requires_grad]

@@ -21,9 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import tinytrain  # noqa: E402  (test-only training helpers)
+
 from zero_prior.placeholder.config import PlaceholderConfig  # noqa: E402
-from zero_prior.weights.loader import load_zero_prior  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline  # noqa: E402
+from zero_prior.weights.loader import load_zero_prior  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +50,8 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in timings.items()}
     for name, value in medians.items():
         print(f"{name:18s} median {value * 1000:8.1f} ms over {args.rounds} rounds")
-    print(f"ratio load_zero_prior / load_lora_weights: {medians['load_zero_prior'] / medians['load_lora_weights']:.2f}")
+    ratio = medians["load_zero_prior"] / medians["load_lora_weights"]
+    print(f"ratio load_zero_prior / load_lora_weights: {ratio:.2f}")
 
 
 if __name__ == "__main__":

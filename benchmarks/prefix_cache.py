@@ -24,9 +24,9 @@ import torch  # noqa: E402
 from diffusers import QwenImagePipeline  # noqa: E402
 
 from zero_prior.placeholder.config import PlaceholderConfig  # noqa: E402
-from zero_prior.training.prefix_cache import PrefixCache  # noqa: E402
 from zero_prior.placeholder.prepare import add_placeholders  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline  # noqa: E402
+from zero_prior.training.prefix_cache import PrefixCache  # noqa: E402
 
 CAPTIONS = [  # the batch-2 arm of "full, no lm_head" pads; only its timing is meant
     "a photo of <zwx>, smiling, standing in a sunlit meadow with tall grass and wildflowers",
@@ -57,7 +57,8 @@ def full_without_lm_head(pipe, prompts, device) -> torch.Tensor:
     """``_get_qwen_prompt_embeds`` through ``text_encoder.model`` (no logits); equal-length prompts only."""
     texts = [pipe.prompt_template_encode.format(p) for p in prompts]
     tokens = pipe.tokenizer(texts, padding=True, return_tensors="pt").to(device)
-    hidden = pipe.text_encoder.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+    output = pipe.text_encoder.model(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask)
+    hidden = output.last_hidden_state
     return hidden[:, pipe.prompt_template_encode_start_idx :]
 
 
@@ -103,7 +104,7 @@ def main() -> None:
           f"template+caption tokens {lengths}, prefix cache entries {len(cache)}, stats {cache.stats}")
     base = statistics.median(times["full encode_prompt"])
     for name, encode in arms.items():
-        memory = saved_bytes(lambda: encode(batches[0]).square().sum(), pipe.text_encoder)
+        memory = saved_bytes(lambda encode=encode: encode(batches[0]).square().sum(), pipe.text_encoder)
         line = f"{name:20s} median {statistics.median(times[name]) * 1e3:7.2f} ms/step " \
                f"(x{statistics.median(times[name]) / base:.2f})  saved-for-backward {memory / 1024:8.1f} KiB"
         if device.type == "cuda":

@@ -32,8 +32,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from zero_prior.aitk.checkout import find_ai_toolkit
 from zero_prior.aitk.launch import load_config_template, stage_ai_toolkit, write_config
@@ -132,9 +132,9 @@ def main() -> None:
               f"peak RSS {max(peak[pair[0]]) / max(peak[pair[1]]):.3f}")
     per_token = trainable_state_bytes(REAL_HIDDEN)
     whole = trainable_state_bytes(REAL_ROWS * REAL_HIDDEN)
-    print(f"trainable state at Qwen-Image size (fp32 value + grad + 2 Adam moments): zero-prior {per_token / 1024:.0f} KiB "
-          f"per token vector; ai-toolkit embedding: (whole {REAL_ROWS}x{REAL_HIDDEN} matrix) {whole / 2**30:.2f} GiB "
-          f"(x{whole // per_token})")
+    print(f"trainable state at Qwen-Image size (fp32 value + grad + 2 Adam moments): zero-prior "
+          f"{per_token / 1024:.0f} KiB per token vector; ai-toolkit embedding: (whole {REAL_ROWS}x{REAL_HIDDEN} "
+          f"matrix) {whole / 2**30:.2f} GiB (x{whole // per_token})")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import tempfile
 
 from cog import BasePredictor, Input, Path
-
 from zero_prior.serving.hosted import WeightsServer
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import tempfile
 
 from cog import BaseModel, Input, Path
-
 from zero_prior.serving.hosted import train_weights
 
 

@@ -1,8 +1,11 @@
-"""Shared fixtures: the real Qwen2.5-VL tokenizer and the tiny real-architecture Qwen-Image.
+"""Shared fixtures: the real Qwen2.5-VL tokenizer, the tiny real-architecture Qwen-Image, a trained LoRA.
 
-Both come from the on-disk cache of ``zero_prior.testbed`` (``$ZERO_PRIOR_CACHE``,
-default ``~/.cache/zero_prior``), so only the first test session pays for
-building them.
+The tokenizer and the pipeline come from the on-disk cache of
+``zero_prior.testbed`` (``$ZERO_PRIOR_CACHE``, default ``~/.cache/zero_prior``),
+so only the first test session pays for building them. Markers: every test
+that needs ai-toolkit is marked ``aitk`` and ``slow`` here; other tests over
+about 5 s carry ``@pytest.mark.slow`` themselves, so ``pytest -m "not slow"``
+is the fast loop.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+import tinytrain  # noqa: E402
 import torch  # noqa: E402
+
+from zero_prior.placeholder.vocabulary import light_copy  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline, load_qwen_tokenizer  # noqa: E402
 
 
@@ -24,10 +30,34 @@ def tiny_pipeline_dir() -> Path:
     return cached_tiny_pipeline(seed=0)
 
 
-@pytest.fixture
-def qwen_tokenizer():
-    """A fresh real Qwen2.5-VL ``Qwen2Tokenizer`` per test, so adding tokens cannot leak between tests."""
+@pytest.fixture(scope="session")
+def session_tokenizer():
+    """The real Qwen2.5-VL ``Qwen2Tokenizer``, loaded once; tests get their own copy (``qwen_tokenizer``)."""
     return load_qwen_tokenizer()
+
+
+@pytest.fixture
+def qwen_tokenizer(session_tokenizer):
+    """A copy of the real tokenizer per test (its own added tokens), so adding tokens cannot leak between tests."""
+    from zero_prior.placeholder.vocabulary import light_copy
+
+    return light_copy(session_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_pipeline_dir, tmp_path_factory):
+    """The two-placeholder LoRA the loader and export tests read (``tinytrain.train_two_tokens``)."""
+    import tinytrain
+
+    return tinytrain.train_two_tokens(tiny_pipeline_dir, tmp_path_factory.mktemp("lora"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that run ai-toolkit are ``aitk`` and ``slow`` (each ``run.py`` start costs 20 s or more)."""
+    for item in items:
+        if "ai_toolkit_checkout" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.aitk)
+            item.add_marker(pytest.mark.slow)
 
 
 # Packages only ai-toolkit's requirements bring; without them its run.py cannot start.
@@ -65,7 +95,8 @@ def tiny_clip_dir(tmp_path_factory):
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
     config = CLIPConfig(
-        text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
         vision_config=dict(small, image_size=32, patch_size=8),
         projection_dim=16,
     )
@@ -84,7 +115,8 @@ def tiny_dino_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_dino")
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                          image_size=32, patch_size=8)
     Dinov2Model(config).save_pretrained(folder)
     BitImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from zero_prior.cli import main
 from zero_prior.experiment.captions import (
     BASELINE,
     EVAL_TEMPLATES,
@@ -24,7 +25,6 @@ from zero_prior.experiment.captions import (
     plan_captions,
     write_captions,
 )
-from zero_prior.cli import main
 
 
 def make_dataset(root, names):
@@ -62,13 +62,15 @@ def test_captions_are_pinned_across_machines_and_python_versions(dataset):
     # Literal values: any change to templates, hashing or phrase order shows up here.
     captions = {e.image: e.captions for e in plan_captions(dataset, seed=0).entries}
     assert captions["img_000.png"] == {BASELINE: "a portrait of a person", ZERO_PRIOR: "a portrait of <zwx>"}
-    assert captions["img_001.png"] == {BASELINE: "a professional photo of someone", ZERO_PRIOR: "a professional photo of <zwx>"}
+    assert captions["img_001.png"] == {BASELINE: "a professional photo of "
+                                                 "someone", ZERO_PRIOR: "a professional photo of <zwx>"}
     assert captions["img_005.png"] == {BASELINE: "a photo of an individual", ZERO_PRIOR: "a photo of <zwx>"}
 
 
 def test_writes_both_modes_side_by_side_from_one_template(dataset):
     stats = write_captions(plan_captions(dataset, seed=3, subject_class="person", token="<zwx>"))
-    images = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".webp"})
+    images = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*")
+                    if p.suffix.lower() in {".png", ".jpg", ".webp"})
     trained = [i for i in images if not i.startswith((".", "_controls/", ".thumbs/"))]
     assert stats["count"] == len(trained) == 14
     for name in trained:
@@ -152,5 +154,6 @@ def test_cli_prints_statistics_and_refuses_a_rerun(dataset, capsys):
     assert "a portrait of {subject}" in out and str(dataset / STATS_FILE) in out
     assert main(["captions", str(dataset)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("zero-prior captions: error: 29 caption file(s) already exist") and err.endswith("--overwrite to replace them")
+    assert err.startswith("zero-prior captions: error: 29 caption file(s) already "
+                          "exist") and err.endswith("--overwrite to replace them")
     assert main(["captions", str(dataset), "--overwrite"]) == 0

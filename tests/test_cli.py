@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import tinytrain
 from PIL import Image
 
-import tinytrain
 from zero_prior.cli import main
 from zero_prior.placeholder.config import PlaceholderConfig
 

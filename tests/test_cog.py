@@ -13,20 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tinytrain
 import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import tinytrain
-from zero_prior.weights.package import open_weights
-from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import ConfigError
-from zero_prior.weights.export import export_weights
-from zero_prior.weights.format import save_lora_file
+from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.serving.generate import generate_images
 from zero_prior.serving.hosted import MODEL_ENV, TRAIN_CONFIG_ENV, unpack_images
-from zero_prior.weights.loader import load_zero_prior
 from zero_prior.testbed import make_subject_dataset
+from zero_prior.weights.export import export_weights
+from zero_prior.weights.format import save_lora_file
+from zero_prior.weights.loader import load_zero_prior
+from zero_prior.weights.package import open_weights
 
 REPO = Path(__file__).resolve().parents[1]
 COG_DIR = REPO / "cog"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from zero_prior.placeholder.config import PlaceholderConfig, expanded_token_strings
 from zero_prior.errors import ConfigError
+from zero_prior.placeholder.config import PlaceholderConfig, expanded_token_strings
 
 
 def test_defaults_are_the_zero_prior_design():

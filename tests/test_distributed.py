@@ -15,19 +15,19 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
 
 import pytest
+import tinytrain
 import torch
 import torch.multiprocessing as mp
 from torch import distributed as dist
 
-import tinytrain
 from zero_prior.placeholder.config import PlaceholderConfig
-from zero_prior.training.distributed import any_rank, average_gradients, broadcast_from_main
 from zero_prior.placeholder.prepare import add_placeholders
+from zero_prior.training.distributed import any_rank, average_gradients, broadcast_from_main
 
 WORLD_SIZE = 2
 STEPS = 3
@@ -163,6 +163,7 @@ def test_single_process_leaves_everything_unchanged():
     assert torch.equal(vector.detach(), torch.arange(4.0))
 
 
+@pytest.mark.slow  # two spawned ranks train the tiny model (about 15 s)
 def test_a_rank_without_a_gradient_takes_part_with_zeros(ranks):
     for rank in ranks:
         grads = rank["partial"]
@@ -172,16 +173,19 @@ def test_a_rank_without_a_gradient_takes_part_with_zeros(ranks):
         assert [g.tolist() for g in grads["small"]] == [[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]]  # (i + 10 + i) / 2
 
 
+@pytest.mark.slow  # two spawned ranks train the tiny model (about 15 s)
 def test_ranks_agree_when_any_of_them_failed(ranks):
     assert [rank["partial"]["any_rank"] for rank in ranks] == [(True, False), (True, False)]
 
 
+@pytest.mark.slow  # two spawned ranks train the tiny model (about 15 s)
 def test_every_rank_starts_from_the_main_ranks_vectors(ranks, reference):
     rank0, rank1 = (r["synced"] for r in ranks)
     assert torch.equal(rank0["start"], rank1["start"])
     assert torch.equal(rank0["start"], reference("synced")["start"])
 
 
+@pytest.mark.slow  # two spawned ranks train the tiny model (about 15 s)
 @pytest.mark.parametrize("scenario", ["synced", "accumulated"])
 def test_vectors_identical_on_every_rank_after_every_step(ranks, scenario):
     rank0, rank1 = (r[scenario] for r in ranks)
@@ -190,17 +194,19 @@ def test_vectors_identical_on_every_rank_after_every_step(ranks, scenario):
     assert all(torch.equal(a, b) for a, b in zip(rank0["lora"], rank1["lora"]))
 
 
+@pytest.mark.slow  # two spawned ranks train the tiny model (about 15 s)
 @pytest.mark.parametrize("scenario", ["synced", "accumulated"])
 def test_ranks_step_like_one_process_on_the_mean_loss(ranks, reference, scenario):
     expected = reference(scenario)
     got = ranks[0][scenario]
     assert not torch.allclose(got["steps"][-1], got["start"], rtol=0, atol=1e-4), "the vectors did not train"
     for step, (a, b) in enumerate(zip(got["steps"], expected["steps"]), start=1):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=lambda m: f"step {step}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=lambda m, step=step: f"step {step}: {m}")
     for a, b in zip(got["lora"], expected["lora"]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # two spawned ranks train the tiny model (about 15 s)
 def test_without_averaging_the_ranks_diverge(ranks):
     rank0, rank1 = (r["unsynced"] for r in ranks)
     assert torch.equal(rank0["start"], rank1["start"])  # seeded init: they differ only by their data

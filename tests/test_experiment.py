@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 import yaml
 from safetensors.numpy import save_file
+
 from zero_prior.cli import main
-from zero_prior.errors import ConfigError
-from zero_prior.errors import ExperimentError
+from zero_prior.errors import ConfigError, ExperimentError
 from zero_prior.experiment.arms import build_arm_jobs, job_differences
 from zero_prior.experiment.evaluate import BASE_RUN, CLASS, SUBJECT, evaluate_experiment, plan_shots
 from zero_prior.experiment.layout import LOG_FILE
 from zero_prior.experiment.pipeline import run_experiment
+from zero_prior.experiment.spec import load_spec
 from zero_prior.experiment.train import check_token_only_lora, prepare_captions
 from zero_prior.fileio import sha256_file
-from zero_prior.experiment.spec import load_spec
 from zero_prior.testbed import make_subject_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,9 +200,10 @@ def test_token_only_keeps_the_placeholder_rate_and_needs_an_exact_optimizer(tmp_
 
 def test_token_only_result_must_have_a_zero_lora(tmp_path: Path) -> None:
     path = tmp_path / "lora.safetensors"
-    save_file({"a.lora_A.weight": np.ones((2, 2), np.float32), "a.lora_B.weight": np.zeros((2, 2), np.float32)}, str(path))
+    down, zero = np.ones((2, 2), np.float32), np.zeros((2, 2), np.float32)
+    save_file({"a.lora_A.weight": down, "a.lora_B.weight": zero}, str(path))
     assert check_token_only_lora(path) == 1
-    save_file({"a.lora_A.weight": np.ones((2, 2), np.float32), "a.lora_B.weight": np.ones((2, 2), np.float32)}, str(path))
+    save_file({"a.lora_A.weight": down, "a.lora_B.weight": down}, str(path))
     with pytest.raises(ExperimentError, match="1 of 1 lora_B tensors are non-zero"):
         check_token_only_lora(path)
 
@@ -232,7 +233,8 @@ def test_captions_are_written_once_and_then_checked(tmp_path: Path, dataset: Pat
     assert captions["zero_prior"].replace("<zwx>", "zwx") == captions["rare_word"]
     assert prepare_captions(spec)[0]["written"] == 0
     (dataset / "001.zero_prior.txt").write_text("a photo of sks")
-    with pytest.raises(ExperimentError, match=r"001.zero_prior.txt holds a different caption than this experiment plans"):
+    with pytest.raises(ExperimentError, match=r"001.zero_prior.txt holds a different caption than this experiment "
+                                              r"plans"):
         prepare_captions(spec)
 
 
@@ -249,7 +251,8 @@ def fake_ai_toolkit(tmp_path: Path) -> Path:
 
 def test_runner_logs_commands_versions_seeds_hashes_and_timings(tmp_path: Path, dataset: Path,
                                                                fake_ai_toolkit: Path) -> None:
-    spec = load_spec(write_spec(tmp_path, dataset, {"arms": ["baseline", "zero_prior", "token_only"]}), values(dataset))
+    arms = {"arms": ["baseline", "zero_prior", "token_only"]}
+    spec = load_spec(write_spec(tmp_path, dataset, arms), values(dataset))
     run_experiment(spec, ai_toolkit=fake_ai_toolkit, evaluate=False, echo=False)
     log = json.loads((spec.output_dir / LOG_FILE).read_text())
     assert [(a["arm"], a["status"], a["returncode"]) for a in log["arms"]] == [
@@ -257,12 +260,14 @@ def test_runner_logs_commands_versions_seeds_hashes_and_timings(tmp_path: Path, 
     for entry, job in zip(log["arms"], build_arm_jobs(spec)):
         assert entry["command"][1:] == ["run.py", str(spec.output_dir / "jobs" / f"{job.name}.yaml")]
         assert entry["job_sha256"] == sha256_file(spec.output_dir / entry["job_file"])
-        assert entry["outputs"] == {f"runs/{job.name}/{job.name}.safetensors": sha256_file(job.lora_path(spec.runs_dir))}
+        lora = f"runs/{job.name}/{job.name}.safetensors"
+        assert entry["outputs"] == {lora: sha256_file(job.lora_path(spec.runs_dir))}
         assert entry["seconds"] > 0 and f"stand-in run.py: {job.name}" in (spec.output_dir / entry["log"]).read_text()
     assert log["arms"][2]["lora_frozen"] == {"lora_b_tensors": 1, "all_zero": True}
     environment = log["environment"]
     assert environment["ai_toolkit"] == {"path": str(fake_ai_toolkit), "commit": None}
-    assert {"torch", "diffusers", "transformers", "zero-prior"} <= {k for k, v in environment["libraries"].items() if v}
+    found = {name for name, version in environment["libraries"].items() if version}
+    assert {"torch", "diffusers", "transformers", "zero-prior"} <= found
     assert log["seeds"] == {"training": [42], "placeholder_init": [42], "captions": 0, "evaluation": [0, 1, 2, 3],
                             "statistics": 0}
     assert log["inputs"]["dataset"][str(dataset / "000.png")] == sha256_file(dataset / "000.png")
@@ -294,12 +299,14 @@ def test_a_failed_arm_stops_the_experiment_with_its_log(tmp_path: Path, dataset:
     log = json.loads((spec.output_dir / LOG_FILE).read_text())
     assert [(a["arm"], a["status"]) for a in log["arms"]] == [("baseline", "trained"), ("zero_prior", "failed"),
                                                               ("rare_word", "pending")]
-    assert "outputs" not in log["arms"][2] and not (spec.output_dir / "logs" / f"{spec.name}_rare_word_seed42.log").exists()
+    rare_word_log = spec.output_dir / "logs" / f"{spec.name}_rare_word_seed42.log"
+    assert "outputs" not in log["arms"][2] and not rare_word_log.exists()
 
 
 def test_cli_dry_run_prints_each_arms_changes(tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_spec(tmp_path, dataset, {"arms": ["baseline", "rare_word"]})
-    assert main(["experiment", str(path), "--dry-run", "--set", "MODEL_PATH=/m", "--set", f"DATASET_PATH={dataset}"]) == 0
+    filled = ["--set", "MODEL_PATH=/m", "--set", f"DATASET_PATH={dataset}"]
+    assert main(["experiment", str(path), "--dry-run", *filled]) == 0
     out = capsys.readouterr().out
     assert "tiny_zero_prior_baseline_seed42: the reference" in out
     assert "config.process[0].datasets[0].caption_ext: 'baseline.txt' -> 'rare_word.txt'" in out
@@ -330,7 +337,8 @@ def test_tiny_experiment_end_to_end_through_ai_toolkit(
     metrics = json.loads(result.metrics.read_text())
     baseline, zero_prior = (job.name for job in build_arm_jobs(spec))
     assert metrics["runs"][baseline]["placeholders"] == [] and metrics["runs"][zero_prior]["placeholders"] == ["<zwx>"]
-    assert metrics["runs"][zero_prior]["lora_sha256"] == sha256_file(out / "runs" / zero_prior / f"{zero_prior}.safetensors")
+    lora = out / "runs" / zero_prior / f"{zero_prior}.safetensors"
+    assert metrics["runs"][zero_prior]["lora_sha256"] == sha256_file(lora)
     assert len(metrics["images"]) == 2 * 2 * (2 + 2 + 1)  # prompts x seeds x (2 runs x 2 kinds + base)
     assert all((out / image["file"]).is_file() for image in metrics["images"])
     for arm in ("baseline", "zero_prior"):

@@ -5,24 +5,20 @@ import zipfile
 
 import numpy as np
 import pytest
+import tinytrain
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AddedToken
 
-import tinytrain
-from zero_prior.weights.package import META_JSON, ZIP_LORA_MEMBER, describe_weights
 from zero_prior.cli import main
-from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import FormatError, PlaceholderError
 from zero_prior.weights.export import ExportError, export_weights
 from zero_prior.weights.format import METADATA_KEY, read_zero_prior, save_lora_file, vector_sha256
-from zero_prior.serving.generate import generate_images
 from zero_prior.weights.loader import load_zero_prior
-from zero_prior.placeholder.vocabulary import expand_prompt
+from zero_prior.weights.package import META_JSON, ZIP_LORA_MEMBER, describe_weights
 
-CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg2>", num_vectors=2)]
-PROMPT = "a photo of <zwx> in front of <bg2>"
+PROMPT = tinytrain.TWO_TOKEN_PROMPT
 # The keys existing zero-prior Cog clients read from meta.json.
 CLIENT_KEYS = {"base_model", "train_placeholder_token", "placeholder_token", "placeholder_token_id",
                "placeholder_init_std", "vocab_size", "rank", "training_steps", "learning_rate", "batch_size",
@@ -31,28 +27,13 @@ BASE_VOCAB = 151665
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_pipeline_dir, tmp_path_factory):
-    """A 3-step training: its LoRA file, training-time prompt embeddings, and an image from the file."""
-    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
-    placeholders, _ = tinytrain.train(pipe, CONFIGS, steps=3, prompt="<zwx> and <bg2>")
-    path = tinytrain.save(pipe, placeholders, CONFIGS, tmp_path_factory.mktemp("lora") / "subject.safetensors")
-    with torch.no_grad():
-        embeds, _ = pipe.encode_prompt(expand_prompt(PROMPT, [p.registered for p in placeholders]), device="cpu")
-    fresh = tinytrain.load_pipe(tiny_pipeline_dir)
-    load_zero_prior(fresh, path)
-    return path, embeds, _image(fresh)
-
-
-@pytest.fixture(scope="module")
 def exports(trained, tmp_path_factory):
-    path = trained[0]
+    path = trained.path
     root = tmp_path_factory.mktemp("exports")
     return {fmt: export_weights(path, root / fmt, fmt) for fmt in ("zip", "comfyui", "diffusers")}
 
 
-def _image(pipe, prompt: str = PROMPT) -> np.ndarray:
-    [image] = generate_images(pipe, [prompt], seed=7, steps=2, height=32, width=32)
-    return np.asarray(image)
+_image = tinytrain.image
 
 
 def _embeds(pipe) -> torch.Tensor:
@@ -62,7 +43,7 @@ def _embeds(pipe) -> torch.Tensor:
 
 @pytest.mark.parametrize("fmt", ["zip", "diffusers"])
 def test_round_trip_through_load_zero_prior(fmt, trained, exports, tiny_pipeline_dir):
-    _, train_embeds, image = trained
+    train_embeds, image = trained.embeds, trained.image
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     result = load_zero_prior(pipe, exports[fmt].output)
     assert [p.token_ids for p in result.tokens] == [(151665,), (151666, 151667)]
@@ -72,7 +53,7 @@ def test_round_trip_through_load_zero_prior(fmt, trained, exports, tiny_pipeline
 
 def test_comfyui_files_rebuild_the_training_embeddings_and_image(trained, exports, tiny_pipeline_dir):
     """What a consumer of the ComfyUI files does: plain LoRA load, tokens added, rows from qwen25_7b."""
-    path, train_embeds, image = trained
+    path, train_embeds, image = trained.path, trained.embeds, trained.image
     folder = exports["comfyui"].output
     assert (folder / "loras/subject.safetensors").read_bytes() == path.read_bytes()
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
@@ -95,7 +76,7 @@ def test_comfyui_files_rebuild_the_training_embeddings_and_image(trained, export
 
 
 def test_zip_layout_and_meta_json(trained, exports):
-    path = trained[0]
+    path = trained.path
     with zipfile.ZipFile(exports["zip"].output) as archive:
         assert sorted(archive.namelist()) == [ZIP_LORA_MEMBER, META_JSON]
         assert archive.read(ZIP_LORA_MEMBER) == path.read_bytes()  # unchanged: vector in its metadata
@@ -107,13 +88,14 @@ def test_zip_layout_and_meta_json(trained, exports):
     assert meta["vocab_size"] == BASE_VOCAB + 3 and meta["rank"] == tinytrain.LORA_RANK
     assert meta["training_steps"] == 3 and meta["base_model"] == "tiny"
     assert meta["vector_sha256"] == vector_sha256(record.placeholders[0].vectors)
-    assert [p["vector_sha256"] for p in meta["placeholders"]] == [vector_sha256(p.vectors) for p in record.placeholders]
+    expected = [vector_sha256(p.vectors) for p in record.placeholders]
+    assert [p["vector_sha256"] for p in meta["placeholders"]] == expected
     # tinytrain's header has no ai-toolkit training metadata: these are unknown, not guessed
     assert meta["learning_rate"] is None and meta["batch_size"] is None and meta["resolutions"] is None
 
 
 def test_meta_json_takes_training_values_from_the_ai_toolkit_header(trained, tmp_path):
-    path = trained[0]
+    path = trained.path
     tensors = load_file(str(path))
     with safe_open(str(path), framework="pt") as handle:
         header = dict(handle.metadata())
@@ -135,7 +117,7 @@ def test_diffusers_folder_is_native_and_exact_in_stock_diffusers(trained, export
     assert METADATA_KEY in header
     # stock diffusers, no zero-prior code: same transformer output (offline, diffusers wants weight_name)
     ours = tinytrain.load_pipe(tiny_pipeline_dir)
-    load_zero_prior(ours, trained[0])
+    load_zero_prior(ours, trained.path)
     stock = tinytrain.load_pipe(tiny_pipeline_dir)
     stock.load_lora_weights(str(folder), weight_name="pytorch_lora_weights.safetensors")
     hidden = torch.linspace(-1, 1, 16 * stock.transformer.config.in_channels).reshape(1, 16, -1)
@@ -146,7 +128,7 @@ def test_diffusers_folder_is_native_and_exact_in_stock_diffusers(trained, export
 
 
 def test_token_scale_zero_is_a_zero_row_and_one_the_trained_vector(trained, tiny_pipeline_dir):
-    path, train_embeds, _ = trained
+    path, train_embeds = trained.path, trained.embeds
     scaled = tinytrain.load_pipe(tiny_pipeline_dir)
     load_zero_prior(scaled, path, token_scale=0.0)
     reference = tinytrain.load_pipe(tiny_pipeline_dir)
@@ -198,7 +180,7 @@ def _no_vector(data):
 
 
 def test_bad_packages_fail_clearly_and_change_nothing(trained, exports, tiny_pipeline_dir, tmp_path):
-    path = trained[0]
+    path = trained.path
     lora = path.read_bytes()
     with zipfile.ZipFile(exports["zip"].output) as archive:
         meta = json.loads(archive.read(META_JSON))
@@ -239,7 +221,7 @@ def test_bad_packages_fail_clearly_and_change_nothing(trained, exports, tiny_pip
 
 
 def test_existing_output_is_refused_unless_overwrite(trained, tmp_path):
-    path = trained[0]
+    path = trained.path
     first = export_weights(path, tmp_path / "z", "zip")
     with pytest.raises(ExportError, match="weights.zip already exists; pass --overwrite"):
         export_weights(path, tmp_path / "z", "zip")
@@ -266,19 +248,19 @@ def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(export, "save_file", fail)
     with pytest.raises(OSError, match="disk full"):
-        export_weights(trained[0], tmp_path / "c", "comfyui")
+        export_weights(trained.path, tmp_path / "c", "comfyui")
     assert list(tmp_path.iterdir()) == []  # no folder, no staging leftovers
 
 
 def test_cli_export_and_its_error_line(trained, tmp_path, capsys):
-    assert main(["export", str(trained[0]), "--to", str(tmp_path), "--format", "zip"]) == 0
+    assert main(["export", str(trained.path), "--to", str(tmp_path), "--format", "zip"]) == 0
     assert "placeholder: <zwx> ids [151665], <bg2> ids [151666, 151667]" in capsys.readouterr().out
-    assert main(["export", str(trained[0]), "--to", str(tmp_path), "--format", "zip"]) == 1
+    assert main(["export", str(trained.path), "--to", str(tmp_path), "--format", "zip"]) == 1
     assert "zero-prior export: error:" in capsys.readouterr().err
 
 
 def test_plain_lora_exports_as_a_baseline(trained, tmp_path, tiny_pipeline_dir):
-    plain = save_lora_file(tmp_path / "baseline.safetensors", load_file(str(trained[0])))
+    plain = save_lora_file(tmp_path / "baseline.safetensors", load_file(str(trained.path)))
     result = export_weights(plain, tmp_path / "zip", "zip")
     assert "no placeholder (a baseline run)" in result.notes[0]
     with zipfile.ZipFile(result.output) as archive:

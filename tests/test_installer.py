@@ -2,10 +2,10 @@
 
 import pytest
 
-from zero_prior.cli import main
-from zero_prior.errors import ZeroPriorError
 from zero_prior.aitk.checkout import TESTED_COMMIT, package_dir
 from zero_prior.aitk.install import CONFIG_FILES, install, uninstall
+from zero_prior.cli import main
+from zero_prior.errors import ZeroPriorError
 
 
 @pytest.fixture

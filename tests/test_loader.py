@@ -3,42 +3,21 @@
 import json
 
 import pytest
+import tinytrain
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import tinytrain
-from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import FormatError, PlaceholderError
 from zero_prior.weights.format import METADATA_KEY, save_lora_file
 from zero_prior.weights.loader import load_zero_prior
 
-CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg2>", num_vectors=2)]
-PROMPT = "a photo of <zwx> in front of <bg2>"
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_pipeline_dir, tmp_path_factory):
-    """Train 3 steps, save, and keep the training-time embeddings and transformer output."""
-    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
-    placeholders, _ = tinytrain.train(pipe, CONFIGS, steps=3, prompt="<zwx> and <bg2>",)
-    path = tinytrain.save(pipe, placeholders, CONFIGS, tmp_path_factory.mktemp("lora") / "subject.safetensors")
-    from zero_prior.placeholder.vocabulary import expand_prompt
-
-    with torch.no_grad():
-        embeds, _ = pipe.encode_prompt(expand_prompt(PROMPT, [p.registered for p in placeholders]), device="cpu")
-        output = _transformer_output(pipe, embeds)
-    return path, embeds, output
-
-
-def _transformer_output(pipe, embeds):
-    hidden = torch.linspace(-1, 1, 16 * pipe.transformer.config.in_channels).reshape(1, 16, -1)
-    return pipe.transformer(hidden_states=hidden, timestep=torch.tensor([0.5]), encoder_hidden_states=embeds,
-                            img_shapes=[[(1, 4, 4)]], return_dict=False)[0]
+PROMPT = tinytrain.TWO_TOKEN_PROMPT
+_transformer_output = tinytrain.transformer_output
 
 
 def test_round_trip_embeddings_and_lora_strength(trained, tiny_pipeline_dir):
-    path, train_embeds, train_output = trained
+    path, train_embeds, train_output = trained.path, trained.embeds, trained.output
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     result = load_zero_prior(pipe, path)
     assert [p.token for p in result.tokens] == ["<zwx>", "<bg2>"]
@@ -53,7 +32,7 @@ def test_round_trip_embeddings_and_lora_strength(trained, tiny_pipeline_dir):
 
 
 def test_lora_scale_zero_is_the_base_transformer(trained, tiny_pipeline_dir):
-    path, train_embeds, train_output = trained
+    path, train_embeds, train_output = trained.path, trained.embeds, trained.output
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     with torch.no_grad():
         base = _transformer_output(pipe, train_embeds)
@@ -64,7 +43,7 @@ def test_lora_scale_zero_is_the_base_transformer(trained, tiny_pipeline_dir):
 
 
 def test_stock_diffusers_loader_accepts_the_file(trained, tiny_pipeline_dir):
-    path, _, _ = trained
+    path = trained.path
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     # folder + weight_name: diffusers 0.39 refuses a bare file path when HF_HUB_OFFLINE=1
     pipe.load_lora_weights(str(path.parent), weight_name=path.name)
@@ -72,7 +51,7 @@ def test_stock_diffusers_loader_accepts_the_file(trained, tiny_pipeline_dir):
 
 
 def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(trained, tiny_pipeline_dir, tmp_path):
-    path, _, _ = trained
+    path = trained.path
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     load_zero_prior(pipe, path, adapter_name="first")
     again = load_zero_prior(pipe, path, adapter_name="second", lora_scale=0.5)
@@ -81,12 +60,13 @@ def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(traine
     assert pipe.get_active_adapters() == ["first", "second"]
     assert "adapters ['first'] stay active alongside 'second'" in again.summary()
     other = _rewrite(path, tmp_path / "other.safetensors", lambda d: _scale_vectors(d, 2.0))
-    with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different vector"):
+    with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different "
+                                               "vector"):
         load_zero_prior(pipe, other, adapter_name="third")
 
 
 def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):
-    path, _, _ = trained
+    path = trained.path
     with safe_open(str(path), framework="pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     plain = save_lora_file(tmp_path / "baseline.safetensors", tensors)
@@ -97,7 +77,7 @@ def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):
 
 
 def test_hidden_size_mismatch_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
-    path, _, _ = trained
+    path = trained.path
 
     def widen(data):
         data["hidden_size"] = 32
@@ -107,13 +87,14 @@ def test_hidden_size_mismatch_changes_nothing(trained, tiny_pipeline_dir, tmp_pa
 
     bad = _rewrite(path, tmp_path / "wide.safetensors", widen)
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
-    with pytest.raises(FormatError, match="placeholder vectors have hidden size 32 but this pipeline's text encoder has 64"):
+    with pytest.raises(FormatError, match="placeholder vectors have hidden size 32 but this pipeline's text encoder "
+                                          "has 64"):
         load_zero_prior(pipe, bad)
     assert len(pipe.tokenizer) == 151665 and not pipe.get_list_adapters()
 
 
 def test_corrupt_vector_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
-    path, _, _ = trained
+    path = trained.path
 
     def corrupt(data):
         item = data["placeholders"][0]["vectors"]
@@ -127,7 +108,7 @@ def test_corrupt_vector_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
 
 
 def test_future_format_version(trained, tiny_pipeline_dir, tmp_path):
-    path, _, _ = trained
+    path = trained.path
     bad = _rewrite(path, tmp_path / "future.safetensors", lambda d: d.update(format_version=2))
     with pytest.raises(FormatError, match="format version 2 is not supported by this release"):
         load_zero_prior(tinytrain.load_pipe(tiny_pipeline_dir), bad)

@@ -35,7 +35,8 @@ def test_luma_weights_and_input_types_agree(tmp_path):
     image = noise_image(3, (16, 12))
     image.save(tmp_path / "noise.png")
     from_array = luminance(np.asarray(image))
-    assert np.array_equal(luminance(image), from_array) and np.array_equal(luminance(tmp_path / "noise.png"), from_array)
+    assert np.array_equal(luminance(image), from_array)
+    assert np.array_equal(luminance(tmp_path / "noise.png"), from_array)
     assert from_array.shape == (12, 16)
 
 
@@ -143,7 +144,9 @@ def test_pairwise_lpips_bookkeeping_with_the_lpips_module():
     assert scorer.diversity([a, a, a]) == 0.0
     distances = scorer.pairwise_distances([a, b, c])
     with torch.no_grad():
-        to_tensor = lambda im: torch.from_numpy(np.asarray(im).astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        def to_tensor(image):
+            return torch.from_numpy(np.asarray(image).astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+
         ab = float(scorer.module(to_tensor(a), to_tensor(b)))
     assert len(distances) == 3 and distances[0] == pytest.approx(ab, rel=1e-5) and min(distances) > 0
     assert scorer.diversity([a, b, c]) == pytest.approx(sum(distances) / 3)

@@ -1,11 +1,11 @@
 """The trainable splice: init, gradient path, and the proof that only the placeholder trains."""
 
+import tinytrain
 import torch
 
-import tinytrain
 from zero_prior.placeholder.config import PlaceholderConfig
-from zero_prior.placeholder.starts import initial_vectors
 from zero_prior.placeholder.prepare import add_placeholders
+from zero_prior.placeholder.starts import initial_vectors
 from zero_prior.placeholder.telemetry import placeholder_stats
 
 
@@ -28,7 +28,8 @@ def test_zero_prior_init_is_seeded_and_leaves_global_rng_alone(qwen_tokenizer):
 
 def test_word_and_vocab_stats_inits(qwen_tokenizer):
     weight = torch.randn(152064, 16, generator=torch.Generator().manual_seed(0))
-    word = initial_vectors(PlaceholderConfig(init="word", init_word="person", num_vectors=2), weight, qwen_tokenizer, 151665)
+    word_config = PlaceholderConfig(init="word", init_word="person", num_vectors=2)
+    word = initial_vectors(word_config, weight, qwen_tokenizer, 151665)
     ids = qwen_tokenizer(" person", add_special_tokens=False)["input_ids"]
     assert torch.allclose(word, weight[ids].mean(0).expand(2, 16))
     stats = initial_vectors(PlaceholderConfig(init="vocab_stats", num_vectors=64), weight, qwen_tokenizer, 151665)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import tinytrain
 import torch
-from diffusers import QwenImagePipeline
 
 from zero_prior.placeholder.config import PlaceholderConfig
-from zero_prior.training.prefix_cache import PrefixCache
 from zero_prior.placeholder.prepare import add_placeholders
 from zero_prior.placeholder.vocabulary import expand_prompt
+from zero_prior.training.prefix_cache import PrefixCache
 
 TOLERANCE = 1e-5
 CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg3>", num_vectors=3)]
@@ -17,7 +17,7 @@ CONFIGS = [PlaceholderConfig(), PlaceholderConfig(token="<bg3>", num_vectors=3)]
 
 @pytest.fixture
 def setup(tiny_pipeline_dir):
-    pipe = QwenImagePipeline.from_pretrained(str(tiny_pipeline_dir), torch_dtype=torch.float32)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     placeholders = add_placeholders(pipe.text_encoder, pipe.tokenizer, CONFIGS)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # well away from zero so every gradient path is visible
@@ -59,8 +59,9 @@ def test_encode_matches_pipeline(setup, prompts):
     pipe, placeholders = setup
     prompts = _expand(prompts, placeholders)
     cache = PrefixCache.from_pipeline(pipe, placeholders)
-    ref_embeds, ref_mask, ref_grads = _loss_and_grads(lambda p: pipe.encode_prompt(p, device="cpu"), prompts, placeholders)
-    for attempt in range(2):  # a miss, then a hit
+    ref_embeds, ref_mask, ref_grads = _loss_and_grads(lambda p: pipe.encode_prompt(p, device="cpu"), prompts,
+                                                      placeholders)
+    for _ in range(2):  # a miss, then a hit
         embeds, mask, grads = _loss_and_grads(cache.encode, prompts, placeholders)
         assert embeds.shape == ref_embeds.shape
         assert (mask is None) == (ref_mask is None)

@@ -17,9 +17,9 @@ import pytest
 import regex
 import torch
 from PIL import Image
-from zero_prior.errors import TinyModelError
+
 from zero_prior.cli import main as cli_main
-from zero_prior.errors import ConfigError
+from zero_prior.errors import ConfigError, TinyModelError
 from zero_prior.testbed import (
     build_tiny_pipeline,
     make_subject_dataset,

@@ -1,13 +1,14 @@
 """Registering placeholders in the real Qwen2.5-VL tokenizer (built from the real BPE ranks)."""
 
 import pytest
+import tinytrain
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.errors import ConfigError, PlaceholderError
-from zero_prior.placeholder.splice import ensure_embedding_rows
 from zero_prior.models.qwen_image import PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX, QWEN_IMAGE
+from zero_prior.placeholder.config import PlaceholderConfig
+from zero_prior.placeholder.splice import ensure_embedding_rows
 from zero_prior.placeholder.vocabulary import TOKEN_CONTEXTS, check_placeholders, expand_prompt, register_placeholders
 
 
@@ -30,8 +31,10 @@ def test_token_is_one_id_in_every_context(qwen_tokenizer, context):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (PlaceholderConfig(token="person"), "placeholder token 'person' already exists in the tokenizer vocabulary (id 8987)"),
-        (PlaceholderConfig(token="<|im_end|>"), "placeholder token '<|im_end|>' already exists in the tokenizer vocabulary (id 151645)"),
+        (PlaceholderConfig(token="person"), "placeholder token 'person' already exists in the tokenizer vocabulary "
+                                            "(id 8987)"),
+        (PlaceholderConfig(token="<|im_end|>"), "placeholder token '<|im_end|>' already exists in the tokenizer "
+                                                "vocabulary (id 151645)"),
     ],
 )
 def test_refused_tokens_leave_the_tokenizer_unchanged(qwen_tokenizer, config, message):
@@ -48,15 +51,14 @@ def test_lstrip_is_refused_by_the_config_and_by_the_template_check(qwen_tokenize
     # The template check is why: an lstrip token swallows the newline before a prompt-initial token.
     unchecked = PlaceholderConfig()
     object.__setattr__(unchecked, "lstrip", True)
-    with pytest.raises(PlaceholderError, match="changes the Qwen-Image template's 34-token prefix in the prompt '<zwx>'"):
+    with pytest.raises(PlaceholderError, match="changes the Qwen-Image template's 34-token prefix in the prompt "
+                                               "'<zwx>'"):
         check_placeholders(qwen_tokenizer, [unchecked])
     assert len(qwen_tokenizer) == 151665
 
 
 def test_template_matches_the_installed_diffusers_pipeline(tiny_pipeline_dir):
-    from diffusers import QwenImagePipeline
-
-    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     assert pipe.prompt_template_encode == PROMPT_TEMPLATE
     assert pipe.prompt_template_encode_start_idx == PROMPT_TEMPLATE_START_IDX == 34
 

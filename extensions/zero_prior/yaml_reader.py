@@ -14,7 +14,8 @@ as that number, and a YAML ``true`` never passes for a number.
 from __future__ import annotations
 
 import string
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import ConfigError
 
@@ -97,7 +98,7 @@ class Block:
         return self.raw.get(name, default)
 
     def child(self, name: str, known: Iterable[str] | None = None, required: bool = False,
-              kind: str = "a known setting", where: str | None = None) -> "Block":
+              kind: str = "a known setting", where: str | None = None) -> Block:
         """The mapping under ``name`` as a block of its own (empty when absent)."""
         return Block(self.raw.get(name), self.key(name), known, required, where=where, kind=kind)
 
@@ -140,7 +141,8 @@ class Block:
     def int_list(self, name: str, default: Sequence[int], minimum: int | None = None) -> list[int]:
         """A non-empty list of integers."""
         value = self.raw.get(name, default)
-        if not isinstance(value, list) or not value or any(not isinstance(v, int) or isinstance(v, bool) for v in value):
+        integers = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not integers or not value:
             raise ConfigError(f"{self.key(name)} must be a non-empty list of integers, e.g. [0, 1], got {value!r}")
         for item in value:
             self._range(name, item, minimum, None)
@@ -172,4 +174,5 @@ def fill_fields(text: str, values: Mapping[str, str], where: str) -> str:
         raise ConfigError(f"{where} needs a value for ${{{name}}}: pass --set {name}=VALUE "
                           "(or set the environment variable)") from None
     except ValueError as error:
-        raise ConfigError(f"{where}: a '$' that is not a ${{NAME}} field ({error}); write $$ for a literal '$'") from None
+        raise ConfigError(f"{where}: a '$' that is not a ${{NAME}} field ({error}); write $$ for a literal "
+                          "'$'") from None

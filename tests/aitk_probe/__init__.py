@@ -50,7 +50,8 @@ class ZeroPriorProbeExtension(Extension):
                 self.probe_end = _digests(self.probe_text_encoder)
                 super().pivot()
                 frozen = self.sd.frozen_prompts
-                embeds = {prompt: frozen.lookup([prompt], torch.device("cpu")).text_embeds for prompt in frozen.prompts}
+                cpu = torch.device("cpu")
+                embeds = {prompt: frozen.lookup([prompt], cpu).text_embeds for prompt in frozen.prompts}
                 torch.save(embeds, os.path.join(self.training_folder, PIVOT_PROMPTS_FILE))
                 self.probe_pivot = {
                     "step": self.step_num,

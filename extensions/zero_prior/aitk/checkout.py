@@ -36,8 +36,9 @@ def find_ai_toolkit(path: str | os.PathLike[str] | None = None) -> Path:
 
     Raises ``AiToolkitError`` saying what is missing when it is not a checkout.
 
-    >>> find_ai_toolkit()  # doctest: +SKIP
-    PosixPath('/home/me/ai-toolkit')
+    Example::
+
+        find_ai_toolkit()  # -> PosixPath('/home/me/ai-toolkit')
     """
     candidate = Path(path or os.environ.get(AI_TOOLKIT_ENV) or Path.home() / "ai-toolkit").expanduser()
     check_ai_toolkit(candidate)

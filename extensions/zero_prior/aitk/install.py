@@ -15,8 +15,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InstallError
 from zero_prior.config_examples import example_path  # package data, mapped by setup.py
+
+from ..errors import InstallError
 from .checkout import EXTENSION_NAME, TESTED_COMMIT, check_ai_toolkit, package_dir
 
 # Written inside a copied extension so a later run knows the copy is ours.

@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -61,7 +62,9 @@ def stage_ai_toolkit(ai_toolkit: Path, folder: Path, extensions: Mapping[str, Pa
 def load_config_template(path: str | os.PathLike[str], values: Mapping[str, str]) -> dict[str, Any]:
     """Read a YAML config whose ``${NAME}`` fields (paths) are filled from ``values``.
 
-    >>> load_config_template("config_examples/tiny_cpu.yaml", {"MODEL_PATH": "/m", ...})  # doctest: +SKIP
+    Example::
+
+        load_config_template("config_examples/tiny_cpu.yaml", {"MODEL_PATH": "/m", ...})
     """
     return yaml.safe_load(fill_fields(Path(path).read_text(encoding="utf-8"), values, str(path)))
 

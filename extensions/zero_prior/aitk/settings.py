@@ -12,8 +12,9 @@ imports ai-toolkit, so the rules are testable without it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 from ..models import FAMILIES, ModelFamily, family_for_arch
@@ -101,7 +102,7 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
 
 def placeholder_learning_rate(process: Mapping[str, Any], placeholder: PlaceholderConfig,
                               path: str = "config.process[0]") -> float:
-    """The placeholder's lr: ``placeholder.lr``, else ``train.embedding_lr``, else ``train.lr``, else ai-toolkit's default.
+    """The placeholder's lr: ``placeholder.lr``, else ``train.embedding_lr``, else ``train.lr``, else the default.
 
     >>> placeholder_learning_rate({"train": {"lr": 1e-4}}, PlaceholderConfig())
     0.0001
@@ -231,4 +232,5 @@ def _refuse_flags(
     """
     for flag, reason in flags.items():
         if section.get(flag):
-            raise ConfigError(f"{where}.{flag}: {section[flag]!r} cannot be used with {against} ({reason}); {fix(flag)}")
+            raise ConfigError(f"{where}.{flag}: {section[flag]!r} cannot be used with {against} ({reason}); "
+                              f"{fix(flag)}")

@@ -19,8 +19,9 @@ def read_step_log(database: Path) -> dict[str, list[tuple[int, float]]]:
         rows = connection.execute(
             "SELECT key, step, value_real FROM metrics WHERE value_real IS NOT NULL ORDER BY key, step").fetchall()
     except sqlite3.DatabaseError as error:
-        raise ExperimentError(f"{database} is not a readable ai-toolkit step log ({error}); delete it or rerun the arm") \
-            from None
+        raise ExperimentError(
+            f"{database} is not a readable ai-toolkit step log ({error}); delete it or rerun the arm"
+        ) from None
     finally:
         connection.close()
     curves: dict[str, list[tuple[int, float]]] = {}

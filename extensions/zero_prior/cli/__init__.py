@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # Subcommand modules, in the order the data path runs.
 SUBCOMMANDS = ("demo", "tiny_model", "install", "captions", "inspect", "generate", "export", "experiment", "evaluate")

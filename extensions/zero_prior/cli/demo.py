@@ -11,8 +11,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo", help="train baseline and zero-prior on the tiny built-in model through ai-toolkit and compare"
     )
-    parser.add_argument("--out", type=Path, default=Path("zero_prior_demo"), help="output folder (default ./zero_prior_demo)")
-    parser.add_argument("--ai-toolkit", metavar="PATH", help="ai-toolkit checkout (default $AI_TOOLKIT_DIR or ~/ai-toolkit)")
+    parser.add_argument("--out", type=Path, default=Path("zero_prior_demo"), help="output folder (default "
+                                                                                  "./zero_prior_demo)")
+    parser.add_argument("--ai-toolkit", metavar="PATH", help="ai-toolkit checkout (default $AI_TOOLKIT_DIR or "
+                                                             "~/ai-toolkit)")
     parser.add_argument("--steps", type=int, default=4, help="training steps per arm (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="subject and generation seed")
     parser.set_defaults(run=run)

@@ -16,7 +16,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--set", dest="values", action="append", default=[], metavar="NAME=VALUE",
                         help="fill a ${NAME} field of the experiment file or base job (repeatable); "
                              "environment variables fill the rest")
-    parser.add_argument("--ai-toolkit", metavar="PATH", help="ai-toolkit checkout (default $AI_TOOLKIT_DIR or ~/ai-toolkit)")
+    parser.add_argument("--ai-toolkit", metavar="PATH", help="ai-toolkit checkout (default $AI_TOOLKIT_DIR or "
+                                                             "~/ai-toolkit)")
     parser.add_argument("--fresh", action="store_true", help="delete earlier runs of these jobs and retrain every arm")
     parser.add_argument("--dry-run", action="store_true",
                         help="write the arms' jobs and print how each differs from the baseline; train nothing")

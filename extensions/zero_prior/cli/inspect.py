@@ -29,7 +29,8 @@ def describe(path: str, include_vectors: bool = False) -> dict[str, Any]:
     header = read_header(path)
     with safe_open(path, framework="pt") as handle:
         keys = list(handle.keys())
-        ranks = sorted({handle.get_slice(k).get_shape()[0] for k in keys if k.endswith((".lora_A.weight", ".lora_down.weight"))})
+        down = [k for k in keys if k.endswith((".lora_A.weight", ".lora_down.weight"))]
+        ranks = sorted({handle.get_slice(k).get_shape()[0] for k in down})
         dtypes = sorted({handle.get_slice(k).get_dtype() for k in keys})
     placeholder = None
     if record is not None:

@@ -5,15 +5,17 @@ every job is a deep copy of the base job with the same bookkeeping applied to
 all (job name, training folder, training seed, ai-toolkit's step logger on),
 and then only the arm's own keys:
 
-============  ======================  =============================  ==============================
-arm           train_placeholder_token captions (``caption_ext``)     also changes
-============  ======================  =============================  ==============================
-baseline      false                   ``baseline.txt`` (a person...)
-zero_prior    true                    ``zero_prior.txt`` (``<zwx>``)
-rare_word     false                   ``rare_word.txt`` (``zwx``)    (no new token: the toggle is off)
-word_init     true                    ``zero_prior.txt``             ``placeholder.init: word`` + class word
-token_only    true                    ``zero_prior.txt``             ``train.lr: 0`` (LoRA frozen), ``placeholder.lr`` kept
-============  ======================  =============================  ==============================
+============  ======  ==============================  =============================================
+arm           toggle  captions (``caption_ext``)      also changes
+============  ======  ==============================  =============================================
+baseline      false   ``baseline.txt`` (a person...)
+zero_prior    true    ``zero_prior.txt`` (``<zwx>``)
+rare_word     false   ``rare_word.txt`` (``zwx``)     (no new token: the toggle is off)
+word_init     true    ``zero_prior.txt``              ``placeholder.init: word`` + class word
+token_only    true    ``zero_prior.txt``              ``train.lr: 0`` (LoRA frozen), ``placeholder.lr``
+============  ======  ==============================  =============================================
+
+(the toggle is ``train.train_placeholder_token``)
 
 token_only: ai-toolkit refuses a LoRA network without modules
 (``train_unet: false`` stops the job with "There are not any lora modules in
@@ -28,9 +30,10 @@ the learning rate it has in the other arms through ``placeholder.lr``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from ..aitk.facts import TOGGLE
 from ..aitk.settings import placeholder_learning_rate, read_settings
@@ -69,8 +72,9 @@ class ArmJob:
 def build_arm_jobs(spec: ExperimentSpec) -> list[ArmJob]:
     """Every (arm, training seed) job, arms in the spec's order, each checked by the trainer's own rules.
 
-    >>> [job.name for job in build_arm_jobs(spec)]  # doctest: +SKIP
-    ['study_baseline_seed42', 'study_zero_prior_seed42']
+    Example::
+
+        [job.name for job in build_arm_jobs(spec)]  # -> ['study_baseline_seed42', 'study_zero_prior_seed42']
     """
     base_process = spec.base_job["config"]["process"][0]
     placeholder = PlaceholderConfig.from_dict(base_process.get("placeholder"), path=f"{PROCESS}.placeholder")
@@ -87,7 +91,8 @@ def build_arm_jobs(spec: ExperimentSpec) -> list[ArmJob]:
                 dataset["caption_ext"] = caption_ext(mode)
             read_settings(process, 0)  # the trainer's own checks, before anything runs
             toggle = process["train"][TOGGLE]
-            subject = {BASELINE: spec.subject.class_phrase, RARE_WORD: spec.subject.rare_word}.get(mode, placeholder.token)
+            subjects = {BASELINE: spec.subject.class_phrase, RARE_WORD: spec.subject.rare_word}
+            subject = subjects.get(mode, placeholder.token)
             jobs.append(ArmJob(arm, seed, name, job, mode, subject, placeholder.token if toggle else None))
     return jobs
 

@@ -27,9 +27,10 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..aitk.facts import IMAGE_EXTENSIONS
 from ..errors import CaptionError
@@ -106,7 +107,7 @@ def choose(name: str, seed: int, subject_count: int) -> tuple[int, int]:
     >>> choose("img_000.png", 0, 4)
     (1, 0)
     """
-    digest = hashlib.sha256(f"{HASH_SALT}\0{seed}\0{name}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{HASH_SALT}\0{seed}\0{name}".encode()).digest()
     template = int.from_bytes(digest[:8], "big") % len(TRAIN_TEMPLATES)
     phrase = int.from_bytes(digest[8:16], "big") % subject_count
     return template, phrase
@@ -178,7 +179,7 @@ class CaptionPlan:
 
 
 def find_images(dataset: Path) -> list[Path]:
-    """The images ai-toolkit would train on, sorted: hidden files and folders and ``_controls`` are skipped as it does."""
+    """The images ai-toolkit trains on, sorted; hidden files and folders and ``_controls`` are skipped, as there."""
     found = []
     for root, dirs, files in os.walk(dataset):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -201,9 +202,11 @@ def plan_captions(
     ``subject_phrases`` overrides the class's semantic phrases;
     ``rare_word`` adds the ``rare_word`` mode (the ablation arm).
 
-    >>> plan = plan_captions("data/subject", seed=0)  # doctest: +SKIP
-    >>> plan.entries[0].image, plan.entries[0].captions  # doctest: +SKIP
-    ('img_000.png', {'baseline': 'a portrait of a person', 'zero_prior': 'a portrait of <zwx>'})
+    Example::
+
+        plan = plan_captions("data/subject", seed=0)
+        plan.entries[0].image  # -> 'img_000.png'
+        plan.entries[0].captions  # -> {'baseline': 'a portrait of a person', 'zero_prior': 'a portrait of <zwx>'}
     """
     root = Path(dataset)
     if not root.is_dir():
@@ -248,14 +251,17 @@ def write_captions(plan: CaptionPlan, overwrite: bool = False) -> dict[str, Any]
     All targets are checked before the first write, so a refusal leaves the
     dataset untouched.
 
-    >>> stats = write_captions(plan_captions("data/subject"))  # doctest: +SKIP
-    >>> stats["modes"]["zero_prior"]["caption_ext"]  # doctest: +SKIP
-    'zero_prior.txt'
+    Example::
+
+        stats = write_captions(plan_captions("data/subject"))
+        stats["modes"]["zero_prior"]["caption_ext"]  # -> 'zero_prior.txt'
     """
     existing = [p for p in plan.targets() if p.exists()]
     if existing and not overwrite:
-        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
-        raise CaptionError(f"{len(existing)} caption file(s) already exist ({shown}); pass --overwrite to replace them")
+        shown = ", ".join(str(p) for p in existing[:3]) + (f" and {len(existing) - 3} "
+                                                           "more" if len(existing) > 3 else "")
+        raise CaptionError(f"{len(existing)} caption file(s) already exist ({shown}); pass --overwrite to replace "
+                           "them")
     for entry in plan.entries:
         for mode, text in entry.captions.items():
             # No trailing newline: ai-toolkit feeds the file's text to the prompt unchanged.

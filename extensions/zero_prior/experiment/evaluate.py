@@ -32,9 +32,10 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -81,8 +82,9 @@ class Shot:
 def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = None, echo: bool = True) -> Path:
     """Generate, measure and compare every arm; write ``metrics.json`` and return its path.
 
-    >>> evaluate_experiment(load_spec("experiment.yaml"))  # doctest: +SKIP
-    PosixPath('.../experiments/my_subject/metrics.json')
+    Example::
+
+        evaluate_experiment(load_spec("experiment.yaml"))  # -> PosixPath('.../experiments/my_subject/metrics.json')
     """
     jobs = list(jobs) if jobs is not None else build_arm_jobs(spec)
     missing_loras = [job.lora_path(spec.runs_dir) for job in jobs if not job.lora_path(spec.runs_dir).is_file()]
@@ -127,7 +129,8 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
     path = write_text_atomic(spec.output_dir / METRICS_FILE,
                              json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
     log = read_log(spec.output_dir)
-    log["evaluation"] = {"command": sys.argv, "device": device, "seconds": {k: round(v, 3) for k, v in timings.items()},
+    seconds = {k: round(v, 3) for k, v in timings.items()}
+    log["evaluation"] = {"command": sys.argv, "device": device, "seconds": seconds,
                          "metrics_sha256": sha256_file(path), "images": len(shots)}
     write_log(spec.output_dir, log)
     return path
@@ -265,7 +268,7 @@ def aggregate(
     diversity: dict[tuple[str, int], float],
     templates: Sequence[int],
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``arm -> metric -> template -> value``: means over training seeds and evaluation seeds (``base``: class_dino)."""
+    """``arm -> metric -> template -> value``: means over training and evaluation seeds (``base``: class_dino)."""
     seeds = spec.evaluation.seeds
 
     def mean_over(runs: Iterable[str], kind: str, template: int, metric: str) -> float | None:
@@ -313,7 +316,8 @@ def statistics(spec: ExperimentSpec, per_prompt: dict[str, dict[str, dict[str, f
         for metric, values in table.items():
             array = np.array([values[key] for key in sorted(values)])
             low, high = bootstrap_ci(array, ev.confidence, ev.bootstrap_resamples, ev.stats_seed)
-            summary[arm][metric] = {"mean": float(array.mean()), "ci_low": low, "ci_high": high, "n_prompts": len(array)}
+            summary[arm][metric] = {"mean": float(array.mean()), "ci_low": low, "ci_high": high,
+                                    "n_prompts": len(array)}
     comparisons = []
     baseline = per_prompt[BASELINE]
     for arm in spec.arms:

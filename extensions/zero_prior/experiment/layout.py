@@ -11,8 +11,9 @@ after each step so a failure leaves a log that says how far it got.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ExperimentError
 from ..fileio import write_text_atomic

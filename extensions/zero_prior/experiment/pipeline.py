@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..aitk.checkout import find_ai_toolkit
 from .arms import build_arm_jobs
@@ -38,9 +38,10 @@ def run_experiment(
     ``fresh`` deletes earlier runs of these jobs first; ``env`` adds variables
     for the ``run.py`` subprocesses (for example ``HF_HUB_OFFLINE=1``).
 
-    >>> result = run_experiment(load_spec("experiment.yaml"))  # doctest: +SKIP
-    >>> result.report  # doctest: +SKIP
-    PosixPath('.../experiments/my_subject/report.md')
+    Example::
+
+        result = run_experiment(load_spec("experiment.yaml"))
+        result.report  # -> PosixPath('.../experiments/my_subject/report.md')
     """
     checkout = find_ai_toolkit(ai_toolkit)
     jobs = build_arm_jobs(spec)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..aitk.facts import STEP_LOG
 from ..aitk.step_log import read_step_log
@@ -40,8 +41,9 @@ LOSS_KEY = "loss/loss"
 def write_report(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = None) -> Path:
     """Write ``report.md``, the grids and the plots into the output folder; return the report's path.
 
-    >>> write_report(load_spec("experiment.yaml"))  # doctest: +SKIP
-    PosixPath('.../experiments/my_subject/report.md')
+    Example::
+
+        write_report(load_spec("experiment.yaml"))  # -> PosixPath('.../experiments/my_subject/report.md')
     """
     jobs = list(jobs) if jobs is not None else build_arm_jobs(spec)
     metrics_path = spec.output_dir / METRICS_FILE
@@ -62,7 +64,8 @@ def make_grids(spec: ExperimentSpec, jobs: Sequence[ArmJob], metrics: dict[str, 
     for seed in spec.evaluation.seeds:
         for kind, columns in ((SUBJECT, [(job.arm, job.name) for job in first]),
                               (CLASS, [("base (no adapter)", BASE_RUN)] + [(job.arm, job.name) for job in first])):
-            rows = [[spec.output_dir / index[(run, kind, template, seed)] for _, run in columns] for template in templates]
+            rows = [[spec.output_dir / index[(run, kind, template, seed)] for _, run in columns]
+                    for template in templates]
             labels = [template.format(subject="…") for template in templates]
             name = f"grid_{kind}_seed{seed}.png"
             _grid(rows, labels, [label for label, _ in columns], spec.output_dir / name)
@@ -242,13 +245,15 @@ def _settings(spec: ExperimentSpec, jobs: Sequence[ArmJob]) -> list[str]:
     """How each arm's job differs from the baseline's (same training seed)."""
     lines = ["", "## The arms' settings", "",
              f"Every job is the base job ({spec.base_job_source}) with the same name, folder, seed and logger "
-             f"settings applied; the baseline's job is `{JOBS_FOLDER}/` + its name. Differences from the baseline:", ""]
+             f"settings applied; the baseline's job is `{JOBS_FOLDER}/` + its name. Differences from the "
+             "baseline:", ""]
     for seed in spec.training_seeds:
         baseline = next(job for job in jobs if job.arm == BASELINE and job.training_seed == seed)
         for job in jobs:
             if job.training_seed != seed or job is baseline:
                 continue
-            changes = {key: pair for key, pair in job_differences(baseline.job, job.job).items() if key != "config.name"}
+            differences = job_differences(baseline.job, job.job)
+            changes = {key: pair for key, pair in differences.items() if key != "config.name"}
             lines.append(f"- **{job.arm}** (seed {seed}): " + "; ".join(
                 f"`{key}` {pair[0]!r} -> {pair[1]!r}" for key, pair in changes.items()))
     return lines

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -108,15 +109,17 @@ class ExperimentSpec:
 def load_spec(path: str | os.PathLike[str], values: Mapping[str, str] | None = None) -> ExperimentSpec:
     """Read and check ``path``; ``values`` fill its ``${NAME}`` fields and the base job's.
 
-    >>> spec = load_spec("config_examples/experiment.yaml", {"SUBJECT_DIR": "/data/me"})  # doctest: +SKIP
-    >>> spec.arms  # doctest: +SKIP
-    ('baseline', 'zero_prior', 'rare_word', 'word_init', 'token_only')
+    Example::
+
+        spec = load_spec("config_examples/experiment.yaml", {"SUBJECT_DIR": "/data/me"})
+        spec.arms  # -> ('baseline', 'zero_prior', 'rare_word', 'word_init', 'token_only')
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file; pass the EXPERIMENT.yaml to run")
     # An inline job's ${TRAINING_FOLDER} stays as written here: every arm's job sets its training folder.
-    text = fill_fields(path.read_text(encoding="utf-8"), {"TRAINING_FOLDER": "${TRAINING_FOLDER}", **(values or {})}, str(path))
+    filled = {"TRAINING_FOLDER": "${TRAINING_FOLDER}", **(values or {})}
+    text = fill_fields(path.read_text(encoding="utf-8"), filled, str(path))
     raw = yaml.safe_load(text)
     return parse_spec(raw, path, values or {})
 
@@ -132,7 +135,8 @@ def parse_spec(raw: Any, path: Path, values: Mapping[str, str] | None = None) ->
     _check_base_job(base_job, source)
     name = block.string("name", base_job["config"].get("name"))
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"experiment.name {name!r} must be letters, digits, '_', '-' or '.'; it prefixes every job name")
+        raise ConfigError(f"experiment.name {name!r} must be letters, digits, '_', '-' or '.'; it prefixes every job "
+                          "name")
     arms = tuple(block.string_list("arms", [BASELINE, "zero_prior"]))
     unknown = [arm for arm in arms if arm not in ARMS]
     if unknown:
@@ -180,8 +184,8 @@ def _subject(raw: Any) -> SubjectSpec:
 
 def _evaluation(raw: Any) -> EvaluationSpec:
     defaults = EvaluationSpec()
-    block = Block(raw, "experiment.evaluation", set(EvaluationSpec.__dataclass_fields__), where="experiment.evaluation",
-                  kind=_SETTING)
+    block = Block(raw, "experiment.evaluation", set(EvaluationSpec.__dataclass_fields__),
+                  where="experiment.evaluation", kind=_SETTING)
     seeds = tuple(block.int_list("seeds", list(defaults.seeds), minimum=0))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"experiment.evaluation.seeds {list(seeds)} repeats a seed; list each seed once")
@@ -229,7 +233,8 @@ def _base_job(top: Block, folder: Path, runs_dir: Path, values: Mapping[str, str
     job_path = (folder / top.string("base_job")).resolve()
     if not job_path.is_file():
         raise ConfigError(f"base_job {job_path}: no such file; give the ai-toolkit job YAML the arms start from")
-    text = fill_fields(job_path.read_text(encoding="utf-8"), {**values, "TRAINING_FOLDER": str(runs_dir)}, str(job_path))
+    filled = {**values, "TRAINING_FOLDER": str(runs_dir)}
+    text = fill_fields(job_path.read_text(encoding="utf-8"), filled, str(job_path))
     job = yaml.safe_load(text)
     if not isinstance(job, Mapping):
         raise ConfigError(f"base_job {job_path} is not an ai-toolkit job mapping")
@@ -244,7 +249,8 @@ def _check_base_job(job: Mapping[str, Any], source: str) -> None:
         raise ConfigError(f"{where}: must be an ai-toolkit job with 'job: extension' and a 'config:' mapping")
     processes = config.get("process")
     if not isinstance(processes, list) or len(processes) != 1 or not isinstance(processes[0], Mapping):
-        raise ConfigError(f"{where}: config.process must hold exactly one process; the experiment makes one job per arm")
+        raise ConfigError(f"{where}: config.process must hold exactly one process; the experiment makes one job per "
+                          "arm")
     process = processes[0]
     if process.get("type") != PROCESS_TYPE:
         raise ConfigError(f"{where}: config.process[0].type is {process.get('type')!r}; set it to {PROCESS_TYPE!r} "
@@ -262,4 +268,5 @@ def _check_base_job(job: Mapping[str, Any], source: str) -> None:
                  if d.get("trigger_word") is not None]
     if triggers:
         raise ConfigError(f"{where}: {triggers[0]} is set; remove it: the experiment names the subject through "
-                          "paired caption files, and ai-toolkit would prepend the trigger word to captions that lack it")
+                          "paired caption files, and ai-toolkit would prepend the trigger word to captions that "
+                          "lack it")

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -176,7 +177,8 @@ def wilcoxon_test(differences: Sequence[float] | np.ndarray) -> PairedTest:
     try:
         from scipy.stats import wilcoxon
     except ImportError:
-        return PairedTest("wilcoxon", "scipy.stats.wilcoxon", missing="scipy is not installed; pip install 'zero-prior[eval]'")
+        return PairedTest("wilcoxon", "scipy.stats.wilcoxon", missing="scipy is not installed; pip install "
+                                                                      "'zero-prior[eval]'")
     if not np.any(d):
         return PairedTest("wilcoxon", "scipy.stats.wilcoxon", missing="all paired differences are zero")
     magnitudes = np.abs(d[d != 0])
@@ -232,9 +234,10 @@ def compare_arms(
 ) -> Comparison:
     """Paired comparison of two arms' per-prompt values on one metric.
 
-    >>> c = compare_arms(zero_prior_clip_t, baseline_clip_t, "clip_t", "zero_prior", "baseline")  # doctest: +SKIP
-    >>> c.verdict.label, c.ci_low, c.ci_high  # doctest: +SKIP
-    ('no clear difference', -0.004, 0.011)
+    Example::
+
+        c = compare_arms(zero_prior_clip_t, baseline_clip_t, "clip_t", "zero_prior", "baseline")
+        c.verdict.label, c.ci_low, c.ci_high  # -> ('no clear difference', -0.004, 0.011)
     """
     prompts, d = paired_differences(treatment, control)
     low, high = bootstrap_ci(d, confidence=confidence, n_resamples=n_resamples, seed=seed)
@@ -263,7 +266,8 @@ def _as_differences(differences: Sequence[float] | np.ndarray) -> np.ndarray:
     """A finite 1-D float64 array of at least two differences."""
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim != 1 or len(d) < 2:
-        raise StatsError(f"need a flat list of at least 2 paired differences, got shape {d.shape}; evaluate more prompts")
+        raise StatsError(f"need a flat list of at least 2 paired differences, got shape {d.shape}; evaluate more "
+                         "prompts")
     if not np.all(np.isfinite(d)):
         raise StatsError("paired differences contain NaN or infinity; fix the measurement that produced them")
     return d

@@ -22,10 +22,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -92,7 +93,8 @@ def train_arms(
                          log=relative(log_path, spec.output_dir), started=_now())
             write_log(spec.output_dir, log)
             if echo:
-                print(f"zero-prior experiment: training {job.arm} (seed {job.training_seed}) -> {log_path}", flush=True)
+                print(f"zero-prior experiment: training {job.arm} (seed {job.training_seed}) -> "
+                      f"{log_path}", flush=True)
             started = time.perf_counter()
             completed = run_ai_toolkit(root, [path], env=env, log_path=log_path, echo=echo, capture=False)
             code = completed.returncode
@@ -120,8 +122,10 @@ def prepare_captions(spec: ExperimentSpec) -> list[dict[str, Any]]:
     for folder in subject_folders(spec):
         plan = plan_captions(folder, seed=spec.subject.captions_seed, subject_class=spec.subject.subject_class,
                              token=token, rare_word=spec.subject.rare_word, subject_phrases=spec.subject.phrases)
-        planned = {caption_path(folder / e.image, mode): text for e in plan.entries for mode, text in e.captions.items()}
-        differing = [path for path, text in planned.items() if path.is_file() and path.read_text(encoding="utf-8") != text]
+        planned = {caption_path(folder / e.image, mode): text
+                   for e in plan.entries for mode, text in e.captions.items()}
+        differing = [path for path, text in planned.items()
+                     if path.is_file() and path.read_text(encoding="utf-8") != text]
         if differing:
             raise ExperimentError(
                 f"{differing[0]} holds a different caption than this experiment plans "

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError
 from ..yaml_reader import Block, as_number, check_type
@@ -138,7 +139,7 @@ class PlaceholderConfig:
         return expanded_token_strings(self.token, self.num_vectors)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None, path: str = DEFAULT_PATH) -> "PlaceholderConfig":
+    def from_dict(cls, raw: Mapping[str, Any] | None, path: str = DEFAULT_PATH) -> PlaceholderConfig:
         """Parse a YAML mapping strictly: unknown keys and wrong types are errors naming ``path.key``."""
         block = Block(raw, path, {f.name for f in fields(cls)}, kind="a placeholder setting")
         values = {key: _read_value(block, key) for key in block.raw}

@@ -9,7 +9,7 @@ shrinking it), draws the starting vectors and attaches the trainable splice.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -34,8 +34,10 @@ def add_placeholders(
     added or, on a ``PlaceholderError``, tokenizer and encoder are unchanged.
     ``family`` names the prompt template the tokens are checked in.
 
-    >>> [zwx] = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()])  # doctest: +SKIP
-    >>> optimizer = torch.optim.AdamW([{"params": [zwx.vectors], "weight_decay": 0.0}])  # doctest: +SKIP
+    Example::
+
+        [zwx] = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()])
+        optimizer = torch.optim.AdamW([{"params": [zwx.vectors], "weight_decay": 0.0}])
     """
     check_placeholders(tokenizer, configs, family)
     tokenizer_length = len(tokenizer)

@@ -26,8 +26,10 @@ class PlaceholderEmbedding(nn.Module):
     never modified. The splice is a ``torch.where`` over an id match, so it
     never synchronises with the host.
 
-    >>> vectors = PlaceholderEmbedding(registered, initial)  # doctest: +SKIP
-    >>> vectors.attach(text_encoder.get_input_embeddings())  # doctest: +SKIP
+    Example::
+
+        vectors = PlaceholderEmbedding(registered, initial)
+        vectors.attach(text_encoder.get_input_embeddings())
     """
 
     def __init__(self, registered: RegisteredToken, initial: torch.Tensor) -> None:

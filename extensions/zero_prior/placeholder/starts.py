@@ -33,8 +33,9 @@ def initial_vectors(
     added: only those rows belong to real tokens, so spare rows are excluded
     from the vocabulary statistics.
 
-    >>> initial_vectors(PlaceholderConfig(), weight, tokenizer, 151665).norm()  # doctest: +SKIP
-    tensor(0.0006)
+    Example::
+
+        initial_vectors(PlaceholderConfig(), weight, tokenizer, 151665).norm()  # -> tensor(0.0006)
     """
     shape = (config.num_vectors, embedding_weight.shape[1])
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -55,7 +56,9 @@ def initial_vectors(
     return vectors
 
 
-def _word_mean(config: PlaceholderConfig, embedding_weight: torch.Tensor, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+def _word_mean(
+    config: PlaceholderConfig, embedding_weight: torch.Tensor, tokenizer: PreTrainedTokenizerBase
+) -> torch.Tensor:
     # The leading space makes "person" encode as it does mid-sentence.
     ids = tokenizer(" " + config.init_word.strip(), add_special_tokens=False)["input_ids"]
     if not ids:

@@ -31,8 +31,9 @@ def placeholder_stats(
     before placeholders were added: the real vocabulary, without spare rows or
     other placeholders).
 
-    >>> placeholder_stats(zwx)["norm"]  # doctest: +SKIP
-    [0.000598]
+    Example::
+
+        placeholder_stats(zwx)["norm"]  # -> [0.000598]
     """
     vectors = placeholder.vectors.detach().float()
     initial = placeholder.initial.float()

@@ -3,15 +3,19 @@
 Everything is checked on a throw-away copy of the tokenizer first (token
 free, one id per entry inside the family's full prompt template, template
 prefix unchanged) and only then applied to the real one, so a refused token
-leaves the tokenizer exactly as it was.
+leaves the tokenizer exactly as it was. The copy (``light_copy``) shares the
+tokenizer's read-only BPE model and owns only its added-token list, so it
+costs milliseconds where a deep copy of the 151k-entry vocabulary costs about
+a second.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import TypeVar
 
 from transformers import AddedToken, PreTrainedTokenizerBase
 
@@ -65,9 +69,10 @@ def register_placeholders(
     ``check=False`` only right after a successful ``check_placeholders`` on the
     same tokenizer.
 
-    >>> [zwx] = register_placeholders(tokenizer, [PlaceholderConfig()])  # doctest: +SKIP
-    >>> zwx.token_ids  # doctest: +SKIP
-    (151665,)
+    Example::
+
+        [zwx] = register_placeholders(tokenizer, [PlaceholderConfig()])
+        zwx.token_ids  # -> (151665,)
     """
     if check:
         check_placeholders(tokenizer, configs, family)
@@ -88,10 +93,48 @@ def check_placeholders(
     tokens = [config.token for config in configs]
     if len(set(tokens)) != len(tokens):
         raise PlaceholderError(f"placeholder tokens must be distinct, got {tokens}")
-    probe = copy.deepcopy(tokenizer)
+    probe = light_copy(tokenizer)
     for config in configs:
         _check_vocabulary(probe, config)
         _check_in_template(probe, _add_entries(probe, config), family)
+
+
+Tokenizer = TypeVar("Tokenizer", bound=PreTrainedTokenizerBase)
+
+
+def light_copy(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy of ``tokenizer`` whose added tokens are its own; adding tokens to it leaves ``tokenizer`` as it is.
+
+    A transformers tokenizer backed by the ``tokenizers`` library keeps its
+    vocabulary and merges in a model that ``add_tokens`` never changes (added
+    tokens live in a separate list), so the copy shares that model and gets
+    its own ``tokenizers.Tokenizer`` with the same normalizer, pre-tokenizer,
+    post-processor, decoder and added tokens; the wrapper's own dicts and
+    lists are copied. Any other tokenizer is deep-copied.
+
+    >>> from zero_prior.testbed import load_qwen_tokenizer
+    >>> tokenizer = load_qwen_tokenizer()
+    >>> probe = light_copy(tokenizer)
+    >>> probe.add_tokens(["<zwx>"]), len(probe), len(tokenizer)
+    (1, 151666, 151665)
+    """
+    import tokenizers
+
+    inner = getattr(tokenizer, "_tokenizer", None)
+    if not isinstance(inner, tokenizers.Tokenizer):
+        return copy.deepcopy(tokenizer)
+    fresh = tokenizers.Tokenizer(inner.model)
+    for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+        if getattr(inner, part) is not None:
+            setattr(fresh, part, getattr(inner, part))
+    for _, added in sorted(inner.get_added_tokens_decoder().items()):
+        (fresh.add_special_tokens if added.special else fresh.add_tokens)([added])
+    clone = copy.copy(tokenizer)
+    for name, value in vars(tokenizer).items():
+        if isinstance(value, (dict, list)):
+            setattr(clone, name, copy.copy(value))
+    clone._tokenizer = fresh
+    return clone
 
 
 def expand_prompt(prompt: str, placeholders: Iterable[RegisteredToken]) -> str:

@@ -1,1 +1,1 @@
-"""Making images with a trained result: the one generation helper, and the logic behind the Cog predictor and trainer."""
+"""Making images with a trained result: the one generation helper, and the logic behind Cog's predictor and trainer."""

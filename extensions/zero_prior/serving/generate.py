@@ -41,7 +41,9 @@ def generate_images(
     Prompts are generated one by one: diffusers pairs masks with the wrong
     prompts when several prompts share a call with ``num_images_per_prompt > 1``.
 
-    >>> generate_images(pipe, ["a photo of <zwx>"], seed=1, steps=4, height=64, width=64)  # doctest: +SKIP
+    Example::
+
+        generate_images(pipe, ["a photo of <zwx>"], seed=1, steps=4, height=64, width=64)
     """
     images = []
     for prompt in prompts:

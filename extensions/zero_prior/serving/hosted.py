@@ -13,7 +13,6 @@ untouched) and packages the result as ``weights.zip``.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
@@ -28,6 +27,7 @@ import torch
 from ..aitk.facts import IMAGE_EXTENSIONS
 from ..errors import AiToolkitError, ConfigError, FormatError
 from ..fileio import sha256_file
+from ..placeholder.vocabulary import light_copy
 from ..weights.loader import LoadResult, load_zero_prior
 
 MODEL_ENV = "ZERO_PRIOR_MODEL"
@@ -55,13 +55,15 @@ class Prediction:
 class WeightsServer:
     """A loaded Qwen-Image pipeline that serves one weights package at a time.
 
-    >>> server = WeightsServer.from_model("Qwen/Qwen-Image")  # doctest: +SKIP
-    >>> server.predict("a photo of <zwx>", weights="weights.zip").image.save("out.png")  # doctest: +SKIP
+    Example::
+
+        server = WeightsServer.from_model("Qwen/Qwen-Image")
+        server.predict("a photo of <zwx>", weights="weights.zip").image.save("out.png")
     """
 
     def __init__(self, pipe: Any) -> None:
         self._base = pipe
-        self._tokenizer = copy.deepcopy(pipe.tokenizer)
+        self._tokenizer = light_copy(pipe.tokenizer)
         weight = pipe.text_encoder.get_input_embeddings().weight
         # Placeholders land in the spare rows past the base vocabulary; keep them to undo a package.
         self._spare_rows = weight[len(self._tokenizer):].detach().clone()
@@ -70,7 +72,7 @@ class WeightsServer:
         self._key: tuple[str, float] | None = None
 
     @classmethod
-    def from_model(cls, model: str | None = None, device: str | None = None) -> "WeightsServer":
+    def from_model(cls, model: str | None = None, device: str | None = None) -> WeightsServer:
         """Load the base pipeline (``model_path()`` by default) and wrap it."""
         from .generate import load_pipeline
 
@@ -130,7 +132,7 @@ class WeightsServer:
             weight = self.pipe.text_encoder.get_input_embeddings().weight
             weight[len(self._tokenizer):len(self._tokenizer) + len(self._spare_rows)] = self._spare_rows
         # A new pipeline object over the same modules: also drops the loader's prompt expansion.
-        self.pipe = type(self._base)(**{**self._base.components, "tokenizer": copy.deepcopy(self._tokenizer)})
+        self.pipe = type(self._base)(**{**self._base.components, "tokenizer": light_copy(self._tokenizer)})
         self.loaded = None
         self._key = None
 
@@ -138,8 +140,10 @@ class WeightsServer:
 def prompt_warnings(prompt: str, loaded: LoadResult | None) -> list[str]:
     """A warning per trained placeholder the prompt does not contain (the subject would be left out).
 
-    >>> prompt_warnings("a photo on a beach", server.use("weights.zip"))  # doctest: +SKIP
-    ["WARNING: the prompt does not contain the placeholder '<zwx>' ..."]
+    Example::
+
+        prompt_warnings("a photo on a beach", server.use("weights.zip"))
+        # -> ["WARNING: the prompt does not contain the placeholder '<zwx>' ..."]
     """
     if loaded is None:
         return []
@@ -183,8 +187,9 @@ def train_weights(
     and resolutions go into the config's ``meta:`` block so that the LoRA
     header (and so ``meta.json``) records them.
 
-    >>> train_weights("subject.zip", "out", steps=1500, token="<zwx>").weights  # doctest: +SKIP
-    PosixPath('out/weights.zip')
+    Example::
+
+        train_weights("subject.zip", "out", steps=1500, token="<zwx>").weights  # -> PosixPath('out/weights.zip')
     """
     from zero_prior.config_examples import example_path
 
@@ -245,8 +250,9 @@ def unpack_images(images_zip: str | os.PathLike[str], folder: Path) -> int:
     Only base names are used (no path from the zip is trusted); macOS resource
     forks and hidden files are skipped; two files with one name are refused.
 
-    >>> unpack_images("subject.zip", Path("images"))  # doctest: +SKIP
-    12
+    Example::
+
+        unpack_images("subject.zip", Path("images"))  # -> 12
     """
     folder.mkdir(parents=True, exist_ok=True)
     wanted = IMAGE_EXTENSIONS + (".txt",)

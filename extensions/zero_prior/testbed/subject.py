@@ -110,11 +110,10 @@ def make_subject_dataset(
     images is refused unless ``overwrite=True``, which replaces earlier
     ``NNN.png``/``NNN.txt`` files and leaves any other file alone.
 
-    Example::
-
-        >>> paths = make_subject_dataset("/tmp/fish", num_images=4, size=64)
-        >>> [p.name for p in paths]
-        ['000.png', '001.png', '002.png', '003.png']
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     [p.name for p in make_subject_dataset(Path(tmp) / "fish", num_images=4, size=64)]
+    ['000.png', '001.png', '002.png', '003.png']
     """
     if num_images < 1:
         raise ConfigError(f"num_images={num_images} must be at least 1")

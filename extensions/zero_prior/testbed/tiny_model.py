@@ -109,13 +109,12 @@ def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, text_hidden_size: in
     state, so the same seed gives byte-identical safetensors; the caller's
     global RNG state is left untouched. Weights are fp32.
 
-    Example::
-
-        >>> from diffusers import QwenImagePipeline
-        >>> folder = build_tiny_pipeline("/tmp/tiny_qwen", seed=0)
-        >>> pipe = QwenImagePipeline.from_pretrained(folder)
-        >>> pipe("a photo", height=64, width=64, num_inference_steps=2).images[0].size
-        (64, 64)
+    >>> import tempfile
+    >>> from diffusers import QwenImagePipeline
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     pipe = QwenImagePipeline.from_pretrained(build_tiny_pipeline(Path(tmp) / "tiny_qwen", seed=0))
+    ...     pipe("a photo", height=64, width=64, num_inference_steps=2).images[0].size
+    (64, 64)
     """
     if text_hidden_size <= 0 or text_hidden_size % HEAD_DIM:
         raise ConfigError(

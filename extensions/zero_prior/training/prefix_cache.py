@@ -24,8 +24,9 @@ Entries are keyed by the prefix's token ids, not by the caption: captions
 that start alike (most do, since ai-toolkit puts the trigger first) share
 one entry, and a caption whose prefix tokenizes differently (new tokenizer
 entries, an edited caption) can never hit a stale one. Every entry is dropped
-when the text encoder's weights change, detected by a fingerprint: ``"version"`` (default) compares every parameter's and buffer's
-storage pointer, in-place version counter, shape, dtype and device; it is
+when the text encoder's weights change, detected by a fingerprint:
+``"version"`` (default) compares every parameter's and buffer's storage
+pointer, in-place version counter, shape, dtype and device; it is
 free, but misses writes through ``param.data``. ``"digest"`` adds per-tensor
 float64 sums (one pass over the weights per call); ``"manual"`` trusts the
 caller to call ``invalidate()``.
@@ -34,8 +35,8 @@ caller to call ``invalidate()``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -82,8 +83,10 @@ class PrefixCache:
     ``pipe.encode_prompt(prompts, device)`` returns, with gradient to the
     placeholder vectors.
 
-    >>> cache = PrefixCache.from_pipeline(pipe, placeholders)  # doctest: +SKIP
-    >>> embeds, mask = cache.encode(["a photo of <zwx>", "<zwx> in a field"])  # doctest: +SKIP
+    Example::
+
+        cache = PrefixCache.from_pipeline(pipe, placeholders)
+        embeds, mask = cache.encode(["a photo of <zwx>", "<zwx> in a field"])
     """
 
     def __init__(
@@ -125,7 +128,7 @@ class PrefixCache:
             )
 
     @classmethod
-    def from_pipeline(cls, pipe, placeholders: Sequence[PlaceholderEmbedding], **kwargs) -> "PrefixCache":
+    def from_pipeline(cls, pipe, placeholders: Sequence[PlaceholderEmbedding], **kwargs) -> PrefixCache:
         """Cache for ``pipe``'s text encoder and tokenizer, stopping at any of ``placeholders``' ids."""
         family = family_for_pipeline(pipe)
         ids = [i for p in placeholders for i in p.registered.token_ids]
@@ -162,7 +165,8 @@ class PrefixCache:
             texts, max_length=self.max_length + self.drop_idx, padding=True, truncation=True, return_tensors="pt"
         )
         input_ids, attention_mask = tokens.input_ids, tokens.attention_mask
-        if self.tokenizer.padding_side != "right" or not bool((attention_mask.cummin(dim=1).values == attention_mask).all()):
+        right_padded = bool((attention_mask.cummin(dim=1).values == attention_mask).all())
+        if self.tokenizer.padding_side != "right" or not right_padded:
             raise PlaceholderError("PrefixCache needs right padding, as Qwen-Image's tokenizer does")
         lengths = attention_mask.sum(dim=1).tolist()
         rows = [input_ids[i, :n].tolist() for i, n in enumerate(lengths)]
@@ -264,10 +268,11 @@ class PrefixCache:
             self._fingerprint = current
 
     def _compute_fingerprint(self) -> tuple:
-        tensors = [t for _, t in self.text_encoder.named_parameters()] + [t for _, t in self.text_encoder.named_buffers()]
+        tensors = [*self.text_encoder.parameters(), *self.text_encoder.buffers()]
         meta = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)) for t in tensors)
         if self.fingerprint_kind != "digest":
             return meta
         with torch.no_grad():
-            sums = torch.stack([t.detach().double().sum() for t in tensors] + [t.detach().double().square().sum() for t in tensors])
+            sums = torch.stack([t.detach().double().sum() for t in tensors]
+                               + [t.detach().double().square().sum() for t in tensors])
         return meta + tuple(sums.tolist())

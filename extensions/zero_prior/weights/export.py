@@ -26,9 +26,10 @@ import re
 import shutil
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -71,8 +72,9 @@ def export_weights(
     ``diffusers`` write the folder ``to``, which must not exist, be empty, or
     (with ``overwrite``) hold an earlier zero-prior export.
 
-    >>> export_weights("my_subject.safetensors", "out", "zip").output  # doctest: +SKIP
-    PosixPath('out/weights.zip')
+    Example::
+
+        export_weights("my_subject.safetensors", "out", "zip").output  # -> PosixPath('out/weights.zip')
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

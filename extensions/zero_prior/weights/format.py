@@ -15,9 +15,10 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -219,7 +220,9 @@ def save_lora_file(
     name in the same folder and renamed, so an interrupted save never leaves a
     half-written file under ``path``.
 
-    >>> save_lora_file("out.safetensors", lora_sd, {"ss_steps": "100"}, record)  # doctest: +SKIP
+    Example::
+
+        save_lora_file("out.safetensors", lora_sd, {"ss_steps": "100"}, record)
     """
     path = Path(path)
     foreign = sorted(key for key in state_dict if not key.endswith(LORA_KEY_SUFFIXES))

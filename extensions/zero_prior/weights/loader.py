@@ -73,9 +73,11 @@ def load_zero_prior(
     they are written: 0 gives the token an all-zero row (about where training
     started), 1 the trained vector.
 
-    >>> pipe = QwenImagePipeline.from_pretrained("Qwen/Qwen-Image")  # doctest: +SKIP
-    >>> print(load_zero_prior(pipe, "my_subject.safetensors").summary())  # doctest: +SKIP
-    >>> image = pipe("a photo of <zwx> on a beach").images[0]  # doctest: +SKIP
+    Example::
+
+        pipe = QwenImagePipeline.from_pretrained("Qwen/Qwen-Image")
+        print(load_zero_prior(pipe, "my_subject.safetensors").summary())
+        image = pipe("a photo of <zwx> on a beach").images[0]
     """
     if not math.isfinite(token_scale):
         raise PlaceholderError(f"token_scale must be a finite number, got {token_scale!r}; 1.0 is the trained vector")

@@ -18,10 +18,11 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
@@ -57,9 +58,10 @@ def open_weights(path: str | os.PathLike[str]) -> Iterator[WeightsPackage]:
     the keys). A zip's LoRA is extracted to a temporary folder that is removed
     when the ``with`` block ends.
 
-    >>> with open_weights("weights.zip") as package:  # doctest: +SKIP
-    ...     print(package.record.placeholders[0].token)
-    <zwx>
+    Example::
+
+        with open_weights("weights.zip") as package:
+            print(package.record.placeholders[0].token)  # -> <zwx>
     """
     path = Path(path)
     if not path.exists():
@@ -83,8 +85,9 @@ def describe_weights(lora_file: str | os.PathLike[str], label: str | None = None
     and ``resolutions`` come only from the ai-toolkit header (a config's
     top-level ``meta:`` block), never from defaults.
 
-    >>> describe_weights("my_subject.safetensors")["placeholder_token"]  # doctest: +SKIP
-    '<zwx>'
+    Example::
+
+        describe_weights("my_subject.safetensors")["placeholder_token"]  # -> '<zwx>'
     """
     lora_file = Path(lora_file)
     label = label or str(lora_file)

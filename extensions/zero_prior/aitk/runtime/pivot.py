@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import random
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from toolkit.data_loader import get_dataloader_datasets
@@ -66,7 +66,8 @@ def encode_once(prompts: Iterable[str], encode: Callable[[str], PromptEmbeds], p
     with torch.no_grad():
         for prompt in dict.fromkeys(prompts):
             result = encode(prompt)
-            embeds[prompt] = PromptEmbeds(result.text_embeds.detach().cpu(), attention_mask=result.attention_mask.cpu())
+            embeds[prompt] = PromptEmbeds(result.text_embeds.detach().cpu(),
+                                          attention_mask=result.attention_mask.cpu())
     return FrozenPrompts(embeds, pivot_step)
 
 

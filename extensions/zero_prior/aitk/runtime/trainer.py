@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from extensions_built_in.sd_trainer.SDTrainer import SDTrainer
 from toolkit.basic import flush
-from toolkit.print import print_acc
 from toolkit.memory_management.manager_modules import sync_grad_transfers
+from toolkit.print import print_acc
 from toolkit.unloader import unload_text_encoder
 from tqdm import tqdm
 
@@ -122,7 +122,8 @@ class ZeroPriorTrainer(SDTrainer):
         lr = self.zero_prior.placeholder_lr
         # Last, so optimizer.pt from an earlier run of this config lines up group by group; its own
         # group also gets its own gradient clipping (SDTrainer clips per group).
-        params.append({"params": [p.vectors for p in self.placeholders], "lr": lr, "weight_decay": config.weight_decay})
+        vectors = [p.vectors for p in self.placeholders]
+        params.append({"params": vectors, "lr": lr, "weight_decay": config.weight_decay})
         print_acc(f"zero-prior: placeholder optimizer group: lr {lr}, weight decay {config.weight_decay}")
         return params
 
@@ -301,7 +302,8 @@ class ZeroPriorTrainer(SDTrainer):
         if recorded is not None and recorded != configured:
             now = "is not set" if configured is None else f"resolves to {configured}"
             raise PlaceholderError(
-                f"{path} froze its placeholder at step {recorded}, but this config's placeholder.stop_step {now}; {fix}"
+                f"{path} froze its placeholder at step {recorded}, but this config's placeholder.stop_step {now}; "
+                f"{fix}"
             )
         saved_at = record.training_step
         if recorded is None and configured is not None and saved_at is not None and saved_at >= configured:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import itertools
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -53,9 +54,10 @@ def backbone_checkpoint(net: str = "alex") -> Path:
 class LpipsScorer:
     """An LPIPS module and the pairwise-distance bookkeeping around it.
 
-    >>> scorer = LpipsScorer.load("alex")  # doctest: +SKIP
-    >>> scorer.diversity([image_seed0, image_seed1, image_seed2])  # doctest: +SKIP
-    0.41
+    Example::
+
+        scorer = LpipsScorer.load("alex")
+        scorer.diversity([image_seed0, image_seed1, image_seed2])  # -> 0.41
     """
 
     def __init__(self, module: Any, net: str, device: str, batch_size: int = 16) -> None:
@@ -77,7 +79,8 @@ class LpipsScorer:
         try:
             import lpips
         except ImportError as error:
-            raise MetricUnavailableError("the lpips package is not installed; pip install 'zero-prior[eval]'") from error
+            raise MetricUnavailableError("the lpips package is not installed; pip install "
+                                         "'zero-prior[eval]'") from error
         checkpoint = backbone_checkpoint(net)
         builder = LPIPS_BACKBONES[net][0]
         fix = (
@@ -121,10 +124,12 @@ class LpipsScorer:
 def _to_tensor(images: Sequence[PilOrPath]) -> torch.Tensor:
     """``[N, 3, H, W]`` float32 in [-1, 1], the range LPIPS expects; all images must share one size."""
     if len(images) < 2:
-        raise MetricInputError(f"diversity needs at least 2 images of one prompt, got {len(images)}; generate more seeds")
+        raise MetricInputError(f"diversity needs at least 2 images of one prompt, got {len(images)}; generate more "
+                               "seeds")
     rgb = [open_rgb(image) for image in images]
     sizes = sorted({image.size for image in rgb})
     if len(sizes) > 1:
-        raise MetricInputError(f"diversity needs images of one size, got sizes {sizes}; generate them at one resolution")
+        raise MetricInputError(f"diversity needs images of one size, got sizes {sizes}; generate them at one "
+                               "resolution")
     array = np.stack([np.asarray(image) for image in rgb]).astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()

@@ -84,7 +84,8 @@ def sharpness(image: ImageLike) -> float:
     """
     luma = luminance(image)
     if min(luma.shape) < 3:
-        raise MetricInputError(f"image of {luma.shape[1]}x{luma.shape[0]} pixels is too small for a Laplacian (min 3x3)")
+        raise MetricInputError(f"image of {luma.shape[1]}x{luma.shape[0]} pixels is too small for a Laplacian (min "
+                               "3x3)")
     laplacian = (
         luma[:-2, 1:-1] + luma[2:, 1:-1] + luma[1:-1, :-2] + luma[1:-1, 2:] - 4.0 * luma[1:-1, 1:-1]
     )
@@ -94,8 +95,9 @@ def sharpness(image: ImageLike) -> float:
 def image_stats(image: ImageLike) -> dict[str, float]:
     """All three statistics of one image.
 
-    >>> image_stats("beach.png")  # doctest: +SKIP
-    {'brightness': 0.52, 'rms_contrast': 0.21, 'sharpness': 0.0034}
+    Example::
+
+        image_stats("beach.png")  # -> {'brightness': 0.52, 'rms_contrast': 0.21, 'sharpness': 0.0034}
     """
     luma = luminance(image)
     return {"brightness": brightness(luma), "rms_contrast": rms_contrast(luma), "sharpness": sharpness(luma)}

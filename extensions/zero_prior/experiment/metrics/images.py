@@ -14,8 +14,9 @@ PilOrPath = Image.Image | str | os.PathLike[str]
 def open_rgb(image: PilOrPath) -> Image.Image:
     """``image`` as an RGB PIL image; a path is read from disk (alpha is dropped, as the models expect RGB).
 
-    >>> open_rgb("beach.png").mode  # doctest: +SKIP
-    'RGB'
+    Example::
+
+        open_rgb("beach.png").mode  # -> 'RGB'
     """
     if isinstance(image, (str, os.PathLike)):
         if not os.path.isfile(image):

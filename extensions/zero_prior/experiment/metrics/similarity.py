@@ -18,7 +18,8 @@ cannot be loaded raises ``MetricUnavailableError`` with the reason.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -60,7 +61,9 @@ class _Scorer:
             raise MetricUnavailableError(_load_failure(cls.kind, name, error)) from error
         return cls(model, processor, name, default_device(device), batch_size)
 
-    def _image_rows(self, images: Sequence[PilOrPath], features: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _image_rows(
+        self, images: Sequence[PilOrPath], features: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """``features(pixel_values)`` over ``images`` in batches, L2-normalised, float32 on the CPU."""
         rows = []
         for batch in _batches(images, self.batch_size):
@@ -72,9 +75,10 @@ class _Scorer:
 class ClipScorer(_Scorer):
     """A CLIP model and its processor, for CLIP-T and CLIP-I.
 
-    >>> clip = ClipScorer.load()  # doctest: +SKIP
-    >>> clip.clip_t([image], ["a photo of a person on a beach"])  # doctest: +SKIP
-    [0.27]
+    Example::
+
+        clip = ClipScorer.load()
+        clip.clip_t([image], ["a photo of a person on a beach"])  # -> [0.27]
     """
 
     kind = "CLIP"
@@ -113,7 +117,8 @@ class ClipScorer(_Scorer):
     def clip_t(self, images: Sequence[PilOrPath], prompts: Sequence[str]) -> list[float]:
         """Per image, cosine to its own prompt (``images[i]`` with ``prompts[i]``)."""
         if len(images) != len(prompts):
-            raise MetricInputError(f"clip_t needs one prompt per image, got {len(images)} images and {len(prompts)} prompts")
+            raise MetricInputError(f"clip_t needs one prompt per image, got {len(images)} images and {len(prompts)} "
+                                   "prompts")
         return [float(x) for x in (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(dim=1)]
 
     def clip_i(self, images: Sequence[PilOrPath], references: Sequence[PilOrPath]) -> list[float]:
@@ -124,9 +129,10 @@ class ClipScorer(_Scorer):
 class DinoScorer(_Scorer):
     """A DINOv2 model (any transformers vision ``AutoModel`` with a CLS token) for subject fidelity.
 
-    >>> dino = DinoScorer.load()  # doctest: +SKIP
-    >>> dino.similarity(generated, training_images)  # doctest: +SKIP
-    [0.61, 0.58]
+    Example::
+
+        dino = DinoScorer.load()
+        dino.similarity(generated, training_images)  # -> [0.61, 0.58]
     """
 
     kind = "DINO"

@@ -16,7 +16,8 @@ stays in the family's own subclass.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from toolkit.prompt_utils import PromptEmbeds

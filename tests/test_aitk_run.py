@@ -4,172 +4,41 @@ ai-toolkit comes from ``$AI_TOOLKIT_DIR`` or ``~/ai-toolkit`` and is never
 modified: ``zero_prior.aitk.launch`` stages a root of symlinks whose
 ``extensions/`` also holds this package and the test probe (``tests/aitk_probe``,
 a recording subclass of the trainer). Every ``run.py`` start costs about 20 s
-of imports, so the tests share three invocations (module-scoped fixtures):
-a zero-prior run, its resumption, and one ``run.py -r`` holding every refused
-config plus the baseline through this process and through ``sd_trainer``.
-The config rules themselves are also checked in-process, without ai-toolkit.
+of imports, so the tests share a few invocations (module-scoped fixtures):
+a zero-prior run, its resumption, one ``run.py -r`` holding every refused
+config plus the baseline through this process and through ``sd_trainer``,
+the pivot runs and the two-rank runs. The config rules themselves are checked
+in-process in ``test_aitk_rules.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
+import tinytrain
 import torch
-import yaml
+from aitk_cases import REFUSALS, TINY_CONFIG, TOKEN
 from safetensors.torch import load_file
+
 from zero_prior.aitk.launch import (
     load_config_template,
     run_ai_toolkit,
     stage_ai_toolkit,
     write_config,
 )
-from zero_prior.aitk.settings import effective_config, read_settings
-from zero_prior.errors import ConfigError
-from zero_prior.models.qwen_image import QWEN_IMAGE
-from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
 from zero_prior.testbed import make_subject_dataset
+from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "config_examples" / "tiny_cpu.yaml"
 PROBE_DIR = Path(__file__).resolve().parent / "aitk_probe"
 JOB = "tiny_zero_prior"  # config.name in tiny_cpu.yaml: ai-toolkit's checkpoint prefix
-TOKEN = "<zwx>"
 VECTORS = 2  # the runs train a two-vector placeholder, so prompts must be expanded to "<zwx><zwx_1>"
 RUN_TIMEOUT = 600
-# Packages of ai-toolkit's requirements that this project does not need itself.
-
-
-def _set(*keys: str, value: Any) -> Callable[[dict], None]:
-    def apply(process: dict) -> None:
-        target = process
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = value
-
-    return apply
-
-
-def _drop(*keys: str) -> Callable[[dict], None]:
-    def apply(process: dict) -> None:
-        target = process
-        for key in keys[:-1]:
-            target = target[key]
-        del target[keys[-1]]
-
-    return apply
-
-
-# (id, change to the valid tiny process config, start of the error message that must name the key)
-REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
-    ("toggle_missing", _drop("train", "train_placeholder_token"),
-     "config.process[0].train.train_placeholder_token must be true or false"),
-    ("toggle_not_bool", _set("train", "train_placeholder_token", value="yes"),
-     "config.process[0].train.train_placeholder_token must be true or false"),
-    ("placeholder_unknown_key", _set("placeholder", "lr_scale", value=2.0),
-     "config.process[0].placeholder.lr_scale is not a placeholder setting"),
-    ("placeholder_wrong_type", _set("placeholder", "num_vectors", value="two"),
-     "config.process[0].placeholder.num_vectors must be an integer"),
-    ("placeholder_out_of_range", _set("placeholder", "init_std", value=5.0),
-     "config.process[0].placeholder.init_std must be in (0, 1]"),
-    ("cache_text_embeddings", _set("train", "cache_text_embeddings", value=True),
-     "config.process[0].train.cache_text_embeddings: True cannot be used"),
-    ("dataset_cache_text_embeddings", lambda p: p["datasets"][0].update(cache_text_embeddings=True),
-     "config.process[0].datasets[0].cache_text_embeddings: True cannot be used"),
-    ("unload_text_encoder", _set("train", "unload_text_encoder", value=True),
-     "config.process[0].train.unload_text_encoder: True cannot be used"),
-    ("diff_output_preservation", _set("train", "diff_output_preservation", value=True),
-     "config.process[0].train.diff_output_preservation: True cannot be used"),
-    ("train_text_encoder", _set("train", "train_text_encoder", value=True),
-     "config.process[0].train.train_text_encoder: True cannot be used"),
-    ("merge_network_on_save", _set("train", "merge_network_on_save", value=True),
-     "config.process[0].train.merge_network_on_save: True cannot be used"),
-    ("embedding_section", _set("embedding", value={"trigger": "zwx", "tokens": 1}),
-     "config.process[0].embedding cannot be used"),
-    ("validation_config", _set("train", "validation_config", value={"validate_every_n_steps": 2}),
-     "config.process[0].train.validation_config cannot be used"),
-    ("not_qwen_image", _set("model", "arch", value="flux"),
-     "config.process[0].model.arch is 'flux'"),
-    ("no_network", _drop("network"),
-     "config.process[0].network is missing"),
-    ("not_lora_network", _set("network", "type", value="lokr"),
-     "config.process[0].network.type is 'lokr'"),
-    ("lstrip", _set("placeholder", "lstrip", value=True),
-     "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
-    ("trigger_word_without_token", _set("trigger_word", value="sks"),
-     "config.process[0].trigger_word 'sks' does not contain the placeholder token '<zwx>'"),
-    ("stop_step_not_before_steps", _set("placeholder", "stop_step", value=4),
-     "config.process[0].placeholder.stop_step resolves to step 4, not before train.steps 4"),
-    ("stop_step_with_shuffled_captions",
-     lambda p: (p["placeholder"].update(stop_step=0.5), p["datasets"][0].update(shuffle_tokens=True)),
-     "config.process[0].datasets[0].shuffle_tokens: True cannot be used with config.process[0].placeholder.stop_step"),
-    ("stop_step_with_cfg", lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(do_random_cfg=True)),
-     "config.process[0].train.do_random_cfg: True cannot be used with config.process[0].placeholder.stop_step"),
-    ("stop_step_with_ema",
-     lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(ema_config={"use_ema": True})),
-     "config.process[0].train.ema_config.use_ema cannot be used with config.process[0].placeholder.stop_step"),
-    ("stop_step_after_start_step", lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(start_step=2)),
-     "config.process[0].train.start_step 2 is not before config.process[0].placeholder.stop_step (step 2)"),
-]
-
-
-def _tiny_process(tmp_path: Path) -> dict:
-    config = load_config_template(
-        TINY_CONFIG, {"MODEL_PATH": "/unused", "DATASET_PATH": "/unused", "TRAINING_FOLDER": str(tmp_path)}
-    )
-    return config["config"]["process"][0]
-
-
-# --- the config rules, in-process (no ai-toolkit needed) ---------------------------------------
-
-
-@pytest.mark.parametrize("change, message", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
-def test_refused_setting_names_the_key(tmp_path: Path, change: Callable[[dict], None], message: str) -> None:
-    process = _tiny_process(tmp_path)
-    change(process)
-    with pytest.raises(ConfigError) as raised:
-        read_settings(process, 0)
-    assert str(raised.value).startswith(message)
-
-
-def test_toggle_off_accepts_what_the_baseline_may_use(tmp_path: Path) -> None:
-    process = _tiny_process(tmp_path)
-    process["train"].update(train_placeholder_token=False, cache_text_embeddings=True, unload_text_encoder=True)
-    process["trigger_word"] = "striped fish"
-    assert read_settings(process, 0).enabled is False
-
-
-def test_effective_config_defaults_trigger_word_and_switches_arch(tmp_path: Path) -> None:
-    process = _tiny_process(tmp_path)
-    original = copy.deepcopy(process)
-    effective = effective_config(process, read_settings(process, 0))
-    assert (effective["trigger_word"], effective["model"]["arch"]) == (TOKEN, QWEN_IMAGE.zero_prior_arch)
-    assert process == original  # the user's config (ai-toolkit saves it as config.yaml) is left as written
-
-
-def test_example_configs_are_twins_that_pass_the_rules() -> None:
-    on, off = (yaml.safe_load((REPO / "config_examples" / name).read_text())["config"]
-               for name in ("zero_prior.yaml", "zero_prior_baseline.yaml"))
-    assert read_settings(on["process"][0], 0).enabled and not read_settings(off["process"][0], 0).enabled
-    assert on["name"] != off["name"]  # the same name would make one resume from the other's checkpoints
-    for config in (on, off):
-        config.pop("name")
-        config["process"][0].pop("trigger_word", None)
-        config["process"][0]["train"].pop("train_placeholder_token")
-    assert on == off
-
-
-def test_24gb_example_passes_the_rules_and_pivots() -> None:
-    config = yaml.safe_load((REPO / "config_examples" / "zero_prior_24gb.yaml").read_text())["config"]
-    settings = read_settings(config["process"][0], 0)
-    assert settings.enabled and settings.placeholder.prefix_cache
-    assert 0 < settings.pivot_step < config["process"][0]["train"]["steps"]
 
 
 # --- real run.py ------------------------------------------------------------------------------
@@ -193,9 +62,7 @@ class Run:
 @pytest.fixture(scope="module")
 def aitk_root(ai_toolkit_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A staged ai-toolkit root seeing this package and the probe; the real checkout stays untouched."""
-    root = stage_ai_toolkit(ai_toolkit_checkout, tmp_path_factory.mktemp("staged"))
-    (root / "extensions" / "zero_prior_probe").symlink_to(PROBE_DIR, target_is_directory=True)
-    return root
+    return stage_ai_toolkit(ai_toolkit_checkout, tmp_path_factory.mktemp("staged"), {"zero_prior_probe": PROBE_DIR})
 
 
 @pytest.fixture(scope="module")
@@ -345,10 +212,9 @@ def test_only_ai_toolkit_checkpoints_are_written(zero_prior_run: Run) -> None:
 
 
 def test_lora_file_loads_with_load_zero_prior(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:
-    from diffusers import QwenImagePipeline
     from zero_prior.weights.loader import load_zero_prior
 
-    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     result = load_zero_prior(pipe, zero_prior_run.final)
     stored = read_zero_prior(zero_prior_run.final).placeholders[0]
     [registered] = result.tokens
@@ -359,11 +225,10 @@ def test_lora_file_loads_with_load_zero_prior(zero_prior_run: Run, tiny_pipeline
 
 
 def test_lora_file_loads_with_plain_diffusers(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:
-    from diffusers import QwenImagePipeline
-
-    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     # Folder plus weight_name: the form diffusers accepts for a local file also under HF_HUB_OFFLINE=1.
-    pipe.load_lora_weights(str(zero_prior_run.save_root), weight_name=zero_prior_run.final.name, adapter_name="subject")
+    pipe.load_lora_weights(str(zero_prior_run.save_root), weight_name=zero_prior_run.final.name,
+                           adapter_name="subject")
     assert pipe.get_list_adapters() == {"transformer": ["subject"]}
 
 
@@ -371,7 +236,8 @@ def test_resume_restores_the_vector_bit_exactly_and_continues(zero_prior_run: Ru
     stored = json.loads(read_header(zero_prior_run.final)[METADATA_KEY])["placeholders"][0]["vectors"]
     output = resumed_run.output
     assert f"RESUMING FROM {resumed_run.final}" in output and "Found step 4 in metadata" in output
-    assert f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}" in output
+    restored = f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}"
+    assert restored in output
     assert "Loading optimizer state" in output and "Failed to load optimizer state" not in output
     resumed, before = read_zero_prior(resumed_run.final), read_zero_prior(zero_prior_run.final)
     assert resumed.training_step == 6
@@ -478,15 +344,15 @@ def test_the_pivot_freezes_the_vector_and_unloads_the_text_encoder(pivot_and_ful
 def test_cached_prompts_equal_a_fresh_encode_with_the_final_vector(
     pivot_and_full_encode_runs: dict[str, Run], tiny_pipeline_dir: Path
 ) -> None:
-    from diffusers import QwenImagePipeline
-    from zero_prior.weights.loader import load_zero_prior
+
     from zero_prior.placeholder.vocabulary import expand_prompt
+    from zero_prior.weights.loader import load_zero_prior
 
     run = pivot_and_full_encode_runs["pivot"]
     cached = torch.load(run.save_root.parent / "pivot_prompts.pt")
     # Each caption as the data loader finishes it, and the dropped caption (trigger added to "").
     assert sorted(cached) == [f"{TOKEN} ", f"a photo of {TOKEN}"]
-    pipe = QwenImagePipeline.from_pretrained(tiny_pipeline_dir)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     registered = load_zero_prior(pipe, run.final).tokens
     for prompt, embeds in cached.items():
         with torch.no_grad():
@@ -515,7 +381,8 @@ def test_prefix_cache_trains_like_the_full_encode(zero_prior_run: Run,
     full = pivot_and_full_encode_runs["full_encode"].save_root.parent / "probe.json"
     assert used["hits"] > 0 and used["misses"] >= 1  # the default run encoded through the cache ...
     assert json.loads(full.read_text())["prefix_cache"] is None  # ... its twin never built one
-    cached, full = read_zero_prior(zero_prior_run.final), read_zero_prior(pivot_and_full_encode_runs["full_encode"].final)
+    cached = read_zero_prior(zero_prior_run.final)
+    full = read_zero_prior(pivot_and_full_encode_runs["full_encode"].final)
     difference = cached.placeholders[0].vectors - full.placeholders[0].vectors
     assert float(difference.norm() / full.placeholders[0].vectors.norm()) <= 1e-4
     ours, theirs = load_file(zero_prior_run.final), load_file(pivot_and_full_encode_runs["full_encode"].final)

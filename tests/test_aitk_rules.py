@@ -1,0 +1,61 @@
+"""The extension's config rules, in-process: every refused setting names its key, before ai-toolkit is needed.
+
+The same cases run through ai-toolkit's real ``run.py`` in ``test_aitk_run.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from aitk_cases import REFUSALS, REPO, TOKEN, tiny_process
+
+from zero_prior.aitk.settings import effective_config, read_settings
+from zero_prior.errors import ConfigError
+from zero_prior.models.qwen_image import QWEN_IMAGE
+
+
+@pytest.mark.parametrize("change, message", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refused_setting_names_the_key(tmp_path: Path, change: Callable[[dict], None], message: str) -> None:
+    process = tiny_process(tmp_path)
+    change(process)
+    with pytest.raises(ConfigError) as raised:
+        read_settings(process, 0)
+    assert str(raised.value).startswith(message)
+
+
+def test_toggle_off_accepts_what_the_baseline_may_use(tmp_path: Path) -> None:
+    process = tiny_process(tmp_path)
+    process["train"].update(train_placeholder_token=False, cache_text_embeddings=True, unload_text_encoder=True)
+    process["trigger_word"] = "striped fish"
+    assert read_settings(process, 0).enabled is False
+
+
+def test_effective_config_defaults_trigger_word_and_switches_arch(tmp_path: Path) -> None:
+    process = tiny_process(tmp_path)
+    original = copy.deepcopy(process)
+    effective = effective_config(process, read_settings(process, 0))
+    assert (effective["trigger_word"], effective["model"]["arch"]) == (TOKEN, QWEN_IMAGE.zero_prior_arch)
+    assert process == original  # the user's config (ai-toolkit saves it as config.yaml) is left as written
+
+
+def test_example_configs_are_twins_that_pass_the_rules() -> None:
+    on, off = (yaml.safe_load((REPO / "config_examples" / name).read_text())["config"]
+               for name in ("zero_prior.yaml", "zero_prior_baseline.yaml"))
+    assert read_settings(on["process"][0], 0).enabled and not read_settings(off["process"][0], 0).enabled
+    assert on["name"] != off["name"]  # the same name would make one resume from the other's checkpoints
+    for config in (on, off):
+        config.pop("name")
+        config["process"][0].pop("trigger_word", None)
+        config["process"][0]["train"].pop("train_placeholder_token")
+    assert on == off
+
+
+def test_24gb_example_passes_the_rules_and_pivots() -> None:
+    config = yaml.safe_load((REPO / "config_examples" / "zero_prior_24gb.yaml").read_text())["config"]
+    settings = read_settings(config["process"][0], 0)
+    assert settings.enabled and settings.placeholder.prefix_cache
+    assert 0 < settings.pivot_step < config["process"][0]["train"]["steps"]

@@ -1,0 +1,30 @@
+"""Every example in the package's docstrings that is written as a doctest runs, and gives what it shows.
+
+Examples that need a real model or a file the reader has (``Example::``
+blocks) are documentation only; everything written with ``>>>`` must pass.
+Modules that run inside ai-toolkit (``aitk/runtime``) are excluded: they import it.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import zero_prior
+
+SLOW = {"zero_prior.testbed.tiny_model"}  # its example builds and runs the tiny pipeline
+
+
+def _modules() -> list[str]:
+    names = [info.name for info in pkgutil.walk_packages(zero_prior.__path__, "zero_prior.")]
+    return ["zero_prior", *(name for name in names if ".aitk.runtime" not in name and not name.endswith("__main__"))]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in _modules()])
+def test_doctests(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} doctest examples failed in {name}"
