@@ -17,10 +17,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
-import tinytrain  # noqa: E402
 import torch  # noqa: E402
 
-from zero_prior.placeholder.vocabulary import light_copy  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline, load_qwen_tokenizer  # noqa: E402
 
 
