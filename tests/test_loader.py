@@ -54,15 +54,32 @@ def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(traine
     path = trained.path
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     load_zero_prior(pipe, path, adapter_name="first")
-    again = load_zero_prior(pipe, path, adapter_name="second", lora_scale=0.5)
+    # The same file again at the same strength changes nothing; at another strength it is refused.
+    same = load_zero_prior(pipe, path, adapter_name="again")
+    assert same.unchanged and same.adapter_name == "first" and "nothing changed" in same.summary()
+    assert pipe.get_list_adapters() == {"transformer": ["first"]} and len(pipe.tokenizer) == 151668
+    with pytest.raises(PlaceholderError, match=r"already loaded as adapter 'first' .* would apply the LoRA twice"):
+        load_zero_prior(pipe, path, adapter_name="again", lora_scale=0.5)
+    # Another LoRA trained with the same vector reuses the token, next to the first LoRA.
+    other_lora = _with_lora_scaled(path, tmp_path / "other_lora.safetensors", 2.0)
+    again = load_zero_prior(pipe, other_lora, adapter_name="second", lora_scale=0.5)
     assert again.reused == ["<zwx>", "<bg2>"] and len(pipe.tokenizer) == 151668
     # the first file's LoRA is not switched off behind its still-registered token
     assert pipe.get_active_adapters() == ["first", "second"]
-    assert "adapters ['first'] stay active alongside 'second'" in again.summary()
+    assert "adapters ['first'] stay active (at their strengths) alongside 'second'" in again.summary()
     other = _rewrite(path, tmp_path / "other.safetensors", lambda d: _scale_vectors(d, 2.0))
     with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different "
                                                "vector"):
         load_zero_prior(pipe, other, adapter_name="third")
+
+
+def _with_lora_scaled(source, target, factor):
+    """A copy of a LoRA file (metadata and vector kept) whose lora_B tensors are multiplied by ``factor``."""
+    with safe_open(str(source), framework="pt") as handle:
+        header = dict(handle.metadata())
+        tensors = {k: handle.get_tensor(k) * (factor if "lora_B" in k else 1) for k in handle.keys()}
+    save_file(tensors, str(target), metadata=header)
+    return target
 
 
 def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):

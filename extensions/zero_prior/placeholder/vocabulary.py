@@ -118,23 +118,56 @@ def light_copy(tokenizer: Tokenizer) -> Tokenizer:
     >>> probe.add_tokens(["<zwx>"]), len(probe), len(tokenizer)
     (1, 151666, 151665)
     """
-    import tokenizers
-
-    inner = getattr(tokenizer, "_tokenizer", None)
-    if not isinstance(inner, tokenizers.Tokenizer):
+    backend = _backend(tokenizer)
+    if backend is None:
         return copy.deepcopy(tokenizer)
-    fresh = tokenizers.Tokenizer(inner.model)
-    for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
-        if getattr(inner, part) is not None:
-            setattr(fresh, part, getattr(inner, part))
-    for _, added in sorted(inner.get_added_tokens_decoder().items()):
-        (fresh.add_special_tokens if added.special else fresh.add_tokens)([added])
     clone = copy.copy(tokenizer)
     for name, value in vars(tokenizer).items():
         if isinstance(value, (dict, list)):
             setattr(clone, name, copy.copy(value))
-    clone._tokenizer = fresh
+    clone._tokenizer, _ = _rebuilt_backend(backend, set())
     return clone
+
+
+def rebuild_added_tokens(tokenizer: PreTrainedTokenizerBase, removed: set[str]) -> dict[int, int]:
+    """Drop the added entries ``removed`` from ``tokenizer`` in place, as if they had never been added.
+
+    The entries added after them move down to the ids they would have had
+    (``tokenizers`` numbers added tokens in order); returns ``{old id: new id}``
+    for every entry that moved.
+    """
+    backend = _backend(tokenizer)
+    if backend is None:
+        raise PlaceholderError(f"{type(tokenizer).__name__} is not a fast (tokenizers) tokenizer; placeholder tokens "
+                               "can only be removed from one: load the pipeline again instead")
+    tokenizer._tokenizer, moves = _rebuilt_backend(backend, removed)
+    return moves
+
+
+def _backend(tokenizer: PreTrainedTokenizerBase):  # -> tokenizers.Tokenizer | None
+    import tokenizers
+
+    inner = getattr(tokenizer, "_tokenizer", None)
+    return inner if isinstance(inner, tokenizers.Tokenizer) else None
+
+
+def _rebuilt_backend(inner, removed: set[str]):  # -> (tokenizers.Tokenizer, dict[int, int])
+    """A new ``tokenizers.Tokenizer`` on ``inner``'s shared (read-only) model, its added tokens minus ``removed``."""
+    import tokenizers
+
+    fresh = tokenizers.Tokenizer(inner.model)
+    for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
+        if getattr(inner, part) is not None:
+            setattr(fresh, part, getattr(inner, part))
+    moves = {}
+    for old_id, added in sorted(inner.get_added_tokens_decoder().items()):
+        if added.content in removed:
+            continue
+        (fresh.add_special_tokens if added.special else fresh.add_tokens)([added])
+        new_id = fresh.token_to_id(added.content)
+        if new_id != old_id:
+            moves[old_id] = new_id
+    return fresh, moves
 
 
 def expand_prompt(prompt: str, placeholders: Iterable[RegisteredToken]) -> str:

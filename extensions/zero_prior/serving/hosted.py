@@ -3,12 +3,11 @@
 Cog files only declare inputs; everything they do lives here so that it is
 tested without Docker. ``WeightsServer`` keeps one Qwen-Image pipeline in
 memory and applies a different ``weights.zip`` per request without
-reloading the base model: between packages it deletes the LoRA adapter,
-restores the embedding rows above the base vocabulary and gives the pipeline
-a fresh copy of the base tokenizer, so no token of an earlier package
-survives. ``train_weights`` turns a zip of images into an ai-toolkit job for
-this extension, runs ai-toolkit's own ``run.py`` (staged, the checkout
-untouched) and packages the result as ``weights.zip``.
+reloading the base model: between packages ``unload_zero_prior`` removes the
+earlier package's adapter, token and rows, so no token of it survives.
+``train_weights`` turns a zip of images into an ai-toolkit job for this
+extension, runs ai-toolkit's own ``run.py`` (staged, the checkout untouched)
+and packages the result as ``weights.zip``.
 """
 
 from __future__ import annotations
@@ -22,13 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import torch
-
 from ..aitk.facts import IMAGE_EXTENSIONS
 from ..errors import AiToolkitError, ConfigError, FormatError
 from ..fileio import sha256_file
-from ..placeholder.vocabulary import light_copy
-from ..weights.loader import LoadResult, load_zero_prior
+from ..weights.loader import LoadResult, load_zero_prior, unload_zero_prior
 
 MODEL_ENV = "ZERO_PRIOR_MODEL"
 DEFAULT_MODEL = "Qwen/Qwen-Image"
@@ -62,11 +58,6 @@ class WeightsServer:
     """
 
     def __init__(self, pipe: Any) -> None:
-        self._base = pipe
-        self._tokenizer = light_copy(pipe.tokenizer)
-        weight = pipe.text_encoder.get_input_embeddings().weight
-        # Placeholders land in the spare rows past the base vocabulary; keep them to undo a package.
-        self._spare_rows = weight[len(self._tokenizer):].detach().clone()
         self.pipe = pipe
         self.loaded: LoadResult | None = None
         self._key: tuple[str, float] | None = None
@@ -124,15 +115,10 @@ class WeightsServer:
         return Prediction(image, log)
 
     def _reset(self) -> None:
-        """Back to the base model: no adapter, spare rows as loaded, the base tokenizer."""
+        """Back to the base model: no adapter, no token, the rows as loaded."""
         if self.loaded is None:
             return
-        self.pipe.delete_adapters(self.loaded.adapter_name)
-        with torch.no_grad():
-            weight = self.pipe.text_encoder.get_input_embeddings().weight
-            weight[len(self._tokenizer):len(self._tokenizer) + len(self._spare_rows)] = self._spare_rows
-        # A new pipeline object over the same modules: also drops the loader's prompt expansion.
-        self.pipe = type(self._base)(**{**self._base.components, "tokenizer": light_copy(self._tokenizer)})
+        unload_zero_prior(self.pipe)
         self.loaded = None
         self._key = None
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from ..placeholder.splice import PlaceholderEmbedding
 
 METADATA_KEY = "zero_prior"
+# The fix for a file whose record is damaged.
+_DAMAGED = "use the file the training wrote, or download it again"
 FORMAT_NAME = "zero-prior"
 FORMAT_VERSION = 1
 # Tensor-name endings a LoRA file may hold (peft, kohya and alpha styles).
@@ -128,7 +130,12 @@ def encode_record(record: ZeroPriorRecord) -> str:
         if vectors.dim() != 2 or vectors.shape[1] != record.hidden_size:
             raise FormatError(
                 f"placeholder {stored.token!r} vectors have shape {list(vectors.shape)}, "
-                f"expected [num_vectors, {record.hidden_size}]"
+                f"expected [num_vectors, {record.hidden_size}]; build the record from the trained placeholder"
+            )
+        if not torch.isfinite(vectors).all():
+            raise FormatError(
+                f"placeholder {stored.token!r} has NaN or infinite values, and a file must never carry them; "
+                "the training diverged: lower placeholder.lr, or use an earlier checkpoint"
             )
         raw = _vector_bytes(vectors)
         placeholders.append(
@@ -184,9 +191,11 @@ def decode_record(text: str, source: str = "metadata") -> ZeroPriorRecord:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not valid JSON ({error})") from None
+        raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not valid JSON ({error}); "
+                          f"{_DAMAGED}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not a zero-prior record")
+        raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not a zero-prior record; {_DAMAGED}, "
+                          "or remove that metadata key to load it as a plain LoRA")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise FormatError(
@@ -229,7 +238,7 @@ def save_lora_file(
     if foreign:
         raise FormatError(
             f"{path}: {len(foreign)} tensor(s) are not LoRA weights (first: {foreign[0]!r}); "
-            "the placeholder belongs in the metadata, not in the tensors"
+            "the placeholder belongs in the metadata, not in the tensors: save only the LoRA's tensors"
         )
     text = {str(k): str(v) for k, v in (header or {}).items()}
     if record is not None:
@@ -246,12 +255,14 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
     """Return a ``.safetensors`` file's metadata header without loading its tensors."""
     path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: no such file")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise FormatError(f"{path}: {what}; pass the LoRA .safetensors file a training wrote")
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise FormatError(f"{path}: not a readable .safetensors file ({error})") from None
+        raise FormatError(f"{path}: not a readable .safetensors file ({error}); {_DAMAGED} "
+                          "(a cut-off download or a .ckpt/.pt file is not a LoRA .safetensors)") from None
 
 
 def read_zero_prior(path: str | os.PathLike[str]) -> ZeroPriorRecord | None:
@@ -262,32 +273,37 @@ def read_zero_prior(path: str | os.PathLike[str]) -> ZeroPriorRecord | None:
 
 def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholder:
     if not isinstance(item, dict):
-        raise FormatError(f"{source}: a placeholder entry is not a mapping")
+        raise FormatError(f"{source}: a placeholder entry is not a mapping; {_DAMAGED}")
     token = _field(item, "token", str, source)
     blob = _field(item, "vectors", dict, source)
     where = f"{source}: placeholder {token!r}"
     if "base64" not in blob:
-        raise FormatError(f"{where} has no stored vector; the file was not written by a zero-prior training")
+        raise FormatError(f"{where} has no stored vector; the file was not written by a zero-prior training: "
+                          "use the LoRA file zero_prior_trainer saved")
     try:
         raw = base64.b64decode(blob["base64"], validate=True)
     except (ValueError, TypeError):
-        raise FormatError(f"{where}: the stored vector is not valid base64") from None
+        raise FormatError(f"{where}: the stored vector is not valid base64; {_DAMAGED}") from None
     if hashlib.sha256(raw).hexdigest() != blob.get("sha256"):
-        raise FormatError(f"{where}: checksum mismatch; the stored vector is corrupt or was edited")
+        raise FormatError(f"{where}: checksum mismatch, the stored vector is corrupt or was edited; {_DAMAGED}")
     shape = blob.get("shape")
     if blob.get("dtype") != "float32" or not isinstance(shape, list) or len(shape) != 2:
-        raise FormatError(f"{where}: vectors must be float32 of shape [n, hidden], got {blob.get('dtype')} {shape}")
+        raise FormatError(f"{where}: vectors must be float32 of shape [n, hidden], got {blob.get('dtype')} "
+                          f"{shape}; {_DAMAGED}")
     if shape[1] != hidden or shape[0] * shape[1] * 4 != len(raw):
-        raise FormatError(f"{where}: vector shape {shape} does not match hidden size {hidden} or its data")
+        raise FormatError(f"{where}: vector shape {shape} does not match hidden size {hidden} or its data; {_DAMAGED}")
     vectors = torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape))
+    if not torch.isfinite(vectors).all():
+        raise FormatError(f"{where}: the stored vector has NaN or infinite values (the training diverged); "
+                          "retrain with a lower placeholder.lr, or use an earlier checkpoint")
     token_ids = [int(i) for i in _field(item, "token_ids", list, source)]
     token_strings = [str(s) for s in _field(item, "token_strings", list, source)]
     if not (len(token_ids) == len(token_strings) == shape[0]):
-        raise FormatError(f"{where}: {shape[0]} vectors but {len(token_strings)} token entries")
+        raise FormatError(f"{where}: {shape[0]} vectors but {len(token_strings)} token entries; {_DAMAGED}")
     if item.get("lstrip", False) is not False:
         raise FormatError(f"{where} was registered with lstrip {item.get('lstrip')!r}; this release registers "
                           "tokens only without lstrip (an lstrip token absorbs the template's whitespace), so the "
-                          "vector cannot be applied as trained")
+                          "vector cannot be applied as trained; retrain it with placeholder.lstrip: false")
     return StoredPlaceholder(
         token=token,
         token_strings=token_strings,
@@ -304,5 +320,5 @@ def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholde
 def _field(data: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}")
+        raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}; {_DAMAGED}")
     return value

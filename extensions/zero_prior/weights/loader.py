@@ -1,18 +1,26 @@
-"""``load_zero_prior``: apply a zero-prior LoRA to a diffusers pipeline of a supported family (``models``).
+"""``load_zero_prior`` / ``unload_zero_prior``: a zero-prior LoRA and its token in a diffusers pipeline, and out again.
 
 The LoRA comes as its ``.safetensors`` file, a ``weights.zip`` or an exported
 folder (``package.open_weights`` reads and cross-checks those). Reading and
-checking come first and touch nothing (package layout, file format, checksum,
-version, hidden size, token conflicts, the LoRA tensors themselves); only
-then, in one fenced block, are the tokens registered, the learned vectors
-(times ``token_scale``) written into their embedding rows (never shrinking the
-vocabulary) and the LoRA loaded at the asked strength. A file without
-zero-prior metadata (a baseline run) loads as a plain LoRA with a notice.
+checking come first and touch nothing: package layout, file format, checksum,
+finite vectors, version, hidden size, token conflicts, every LoRA tensor
+against the transformer's layers (``lora_check``), and whether this very LoRA
+is already in the pipeline (loaded, or fused into a saved pipeline). Only then,
+in one fenced block that is rolled back if anything in it fails, are the LoRA
+loaded at the asked strength (the strengths of adapters already active are
+kept), the tokens registered, their rows written (never shrinking the
+vocabulary) and multi-vector placeholders expanded by the tokenizer itself
+(``placeholder.expansion``). A file without zero-prior metadata (a baseline
+run) loads as a plain LoRA with a notice.
+
+diffusers' own ``unload_lora_weights`` and ``delete_adapters`` remove LoRA
+layers only: a token stays registered, its row keeps the vector.
+``unload_zero_prior`` removes tokens, rows and their files' adapters, and puts
+the tokenizer and the embedding back exactly as they were.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -22,14 +30,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..errors import FormatError, PlaceholderError
 from ..models import ModelFamily, family_for_pipeline
 from ..placeholder.config import PlaceholderConfig
+from ..placeholder.expansion import install_expansion, remove_expansion
 from ..placeholder.splice import ensure_embedding_rows
-from ..placeholder.vocabulary import RegisteredToken, check_placeholders, expand_prompt, register_placeholders
-from .format import StoredPlaceholder, ZeroPriorRecord
-from .package import WeightsPackage, open_weights
+from ..placeholder.vocabulary import RegisteredToken, check_placeholders, register_placeholders
+from .applied import (
+    AppliedFile,
+    AppliedState,
+    applied_state,
+    remove_tokens,
+    saved_records,
+    set_saved_records,
+    write_rows,
+)
+from .format import StoredPlaceholder, ZeroPriorRecord, vector_sha256
+from .lora_check import check_fits, lora_digest, read_lora, weight_digest
+from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +66,7 @@ class LoadResult:
     tokens: list[RegisteredToken] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    unchanged: bool = False  # the same file was already loaded as asked: nothing was done
 
     def summary(self) -> str:
         """One human-readable line per fact."""
@@ -59,19 +80,29 @@ class LoadResult:
         return "\n".join(lines)
 
 
+@dataclass
+class UnloadResult:
+    """What ``unload_zero_prior`` removed."""
+
+    tokens: list[str]
+    adapters: list[str]
+
+
 def load_zero_prior(
     pipe: Any,
     path: str | os.PathLike[str],
     lora_scale: float = 1.0,
     adapter_name: str | None = None,
     token_scale: float = 1.0,
+    max_lora_bytes: int = DEFAULT_MAX_LORA_BYTES,
 ) -> LoadResult:
     """Load a zero-prior LoRA into ``pipe`` (a diffusers pipeline of a supported family, e.g. ``QwenImagePipeline``).
 
     ``path`` is the LoRA ``.safetensors``, a ``weights.zip`` or a folder from
     ``zero-prior export``. ``token_scale`` multiplies the learned vectors before
     they are written: 0 gives the token an all-zero row (about where training
-    started), 1 the trained vector.
+    started), 1 the trained vector. ``max_lora_bytes`` bounds the LoRA member a
+    weights.zip may make us extract.
 
     Example::
 
@@ -79,76 +110,130 @@ def load_zero_prior(
         print(load_zero_prior(pipe, "my_subject.safetensors").summary())
         image = pipe("a photo of <zwx> on a beach").images[0]
     """
-    if not math.isfinite(token_scale):
-        raise PlaceholderError(f"token_scale must be a finite number, got {token_scale!r}; 1.0 is the trained vector")
-    with open_weights(path) as package:
+    for name, value, meaning in (("lora_scale", lora_scale, "the LoRA as trained"),
+                                 ("token_scale", token_scale, "the trained vector")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise PlaceholderError(f"{name} must be a finite number, got {value!r}; 1.0 is {meaning}")
+    with open_weights(path, max_lora_bytes=max_lora_bytes) as package:
         return _load(pipe, package, float(lora_scale), adapter_name, float(token_scale))
+
+
+def unload_zero_prior(pipe: Any, token: str | None = None) -> UnloadResult:
+    """Remove what ``load_zero_prior`` added: ``token`` (or every placeholder), its rows and its files' adapters.
+
+    The tokenizer and the embedding end exactly as if the removed files had
+    never been loaded (entries loaded after them keep working, at the ids a
+    load without the removed ones gives). Every adapter loaded with a removed
+    token is deleted; with ``token=None`` also the plain LoRAs ``load_zero_prior`` loaded.
+
+    Example::
+
+        load_zero_prior(pipe, "a.safetensors")
+        unload_zero_prior(pipe)  # back to the base pipeline
+    """
+    family = family_for_pipeline(pipe)
+    tokenizer, text_encoder = family.tokenizer(pipe), family.text_encoder(pipe)
+    state = applied_state(text_encoder)
+    if token is not None and token not in state.tokens:
+        raise PlaceholderError(f"{token!r} was not registered by load_zero_prior in this pipeline (registered: "
+                               f"{sorted(state.tokens)}); pass one of them, or token=None for all")
+    names = set(state.tokens) if token is None else {token}
+    files = list(state.files.values()) if token is None else [f for n in names for f in state.files_using(n)]
+    present = _adapter_names(pipe)
+    adapters = [applied.adapter_name for applied in files if applied.adapter_name in present]
+    if adapters:
+        pipe.delete_adapters(adapters)
+    remove_expansion(tokenizer, names)
+    if names:
+        remove_tokens(tokenizer, text_encoder, state, names)
+    for applied in files:
+        state.files.pop(applied.adapter_name, None)
+    set_saved_records(text_encoder, [r for r in saved_records(text_encoder)
+                                     if r["adapter"] not in {applied.adapter_name for applied in files}])
+    return UnloadResult(tokens=sorted(names), adapters=adapters)
 
 
 def _load(
     pipe: Any, package: WeightsPackage, lora_scale: float, adapter_name: str | None, token_scale: float
 ) -> LoadResult:
-    record, label, lora = package.record, package.label, package.lora_file
+    record, label = package.record, package.label
     family = family_for_pipeline(pipe)
-    name = adapter_name or _adapter_name(package.source)
-    plan = _plan_placeholders(pipe, family, record, label, token_scale) if record is not None else []
-    # Read (and convert) the LoRA once up front so a bad file fails before any change;
-    # the path, not this dict, is loaded below so diffusers also sees the file's own metadata.
-    # Folder + weight_name: diffusers refuses a bare file path under HF_HUB_OFFLINE=1.
-    source = {"pretrained_model_name_or_path_or_dict": str(lora.parent), "weight_name": lora.name}
-    lora_tensors = len(pipe.lora_state_dict(**source))
-    if name in _adapter_names(pipe):
-        raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass adapter_name")
-
-    # --- everything is checked; from here on the pipeline changes ---
-    active = list(pipe.get_active_adapters())
-    pipe.load_lora_weights(**source, adapter_name=name)
-    _activate(pipe, active, name, lora_scale)
-    result = LoadResult(package.source, name, lora_scale, lora_tensors, token_scale)
-    if active:
-        result.notices.append(
-            f"adapters {active} stay active alongside {name!r}; use pipe.set_adapters(...) to choose otherwise"
-        )
-    if record is None:
-        result.notices.append(
-            f"{package.source.name} has no zero-prior metadata: loaded as a plain LoRA (a baseline run); "
-            "no placeholder token was registered"
-        )
-        logger.warning(result.notices[-1])
-        return result
     tokenizer, text_encoder = family.tokenizer(pipe), family.text_encoder(pipe)
-    for stored, existing in plan:
-        if existing is not None:
-            result.reused.append(stored.token)
-            result.tokens.append(existing)
-            continue
-        [registered] = register_placeholders(tokenizer, [_config(stored)], check=False, family=family)
-        ensure_embedding_rows(text_encoder, registered.token_ids)
-        _write_rows(text_encoder, registered, stored.vectors * token_scale)
-        result.tokens.append(registered)
-    if any(token.num_vectors > 1 for token in result.tokens):
-        _install_prompt_expansion(pipe, result.tokens)
+    state = applied_state(text_encoder)
+    plan = _plan_placeholders(tokenizer, text_encoder, family, record, label, token_scale) if record else []
+    lora = read_lora(pipe, package.lora_file, label)
+    modules = check_fits(pipe.transformer, lora, label)
+    digest = lora_digest(lora)
+    loaded = _already_loaded(pipe, state, digest, record, token_scale, lora_scale, label)
+    if loaded is not None:
+        return LoadResult(package.source, loaded.adapter_name, lora_scale, len(lora), token_scale,
+                          tokens=[existing for _, existing in plan], reused=list(loaded.tokens),
+                          notices=[f"{label} is already loaded as adapter {loaded.adapter_name!r} with this vector "
+                                   "and strength; nothing changed"], unchanged=True)
+    _refuse_fused(pipe, text_encoder, digest, label)
+    name = adapter_name or _adapter_name(package.source)
+    if name in _adapter_names(pipe):
+        raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass another "
+                               "adapter_name")
+    active = list(pipe.get_active_adapters())
+    fingerprint = {"module": modules[0], "sha256": weight_digest(pipe.transformer, modules[0])}
+
+    # --- everything is checked; from here on the pipeline changes (rolled back on any failure) ---
+    result = LoadResult(package.source, name, lora_scale, len(lora), token_scale)
+    registered_here: set[str] = set()
+    try:
+        # The path, not the dict read above, is loaded so diffusers also sees the file's own metadata.
+        pipe.load_lora_weights(str(package.lora_file.parent), weight_name=package.lora_file.name, adapter_name=name)
+        _activate(pipe.transformer, [*active, name], name, lora_scale)
+        for stored, existing in plan:
+            if existing is not None:
+                result.reused.append(stored.token)
+                result.tokens.append(existing)
+                continue
+            rows = text_encoder.get_input_embeddings().num_embeddings
+            [registered] = register_placeholders(tokenizer, [_config(stored)], check=False, family=family)
+            state.tokens[stored.token] = registered
+            registered_here.add(stored.token)
+            if ensure_embedding_rows(text_encoder, registered.token_ids) != rows and state.rows_before is None:
+                state.rows_before = rows
+            write_rows(text_encoder, state, registered.token_ids, stored.vectors * token_scale)
+            result.tokens.append(registered)
+        install_expansion(tokenizer, result.tokens)
+    except BaseException:
+        _roll_back(pipe, tokenizer, text_encoder, state, name, registered_here)
+        raise
+    tokens = [token.token for token in result.tokens]
+    state.files[name] = AppliedFile(name, digest, tokens, token_scale)
+    set_saved_records(text_encoder, [*saved_records(text_encoder),
+                                     {"adapter": name, "lora_sha256": digest, "fingerprint": fingerprint}])
+    if active:
+        result.notices.append(f"adapters {active} stay active (at their strengths) alongside {name!r}; use "
+                              "pipe.set_adapters(...) to choose otherwise")
+    if record is None:
+        result.notices.append(f"{package.source.name} has no zero-prior metadata: loaded as a plain LoRA (a baseline "
+                              "run); no placeholder token was registered")
+        logger.warning(result.notices[-1])
     return result
 
 
 def _plan_placeholders(
-    pipe: Any, family: ModelFamily, record: ZeroPriorRecord, path: str, token_scale: float
+    tokenizer: Any, text_encoder: Any, family: ModelFamily, record: ZeroPriorRecord, path: str, token_scale: float
 ) -> list[tuple[StoredPlaceholder, RegisteredToken | None]]:
     """Check every placeholder against the pipeline; return (stored placeholder, already-registered token)."""
-    tokenizer, text_encoder = family.tokenizer(pipe), family.text_encoder(pipe)
     embedding = text_encoder.get_input_embeddings()
     if embedding.embedding_dim != record.hidden_size:
         raise FormatError(
             f"{path}: placeholder vectors have hidden size {record.hidden_size} but this pipeline's text "
-            f"encoder has {embedding.embedding_dim}; the file was trained for another base model"
+            f"encoder has {embedding.embedding_dim}; the file was trained for another base model: load it into "
+            "the model it was trained for"
         )
     vocab = tokenizer.get_vocab()
     plan = []
     for stored in record.placeholders:
         config = _config(stored)
         if list(config.token_strings) != list(stored.token_strings):
-            raise FormatError(f"{path}: placeholder {stored.token!r} lists entries {stored.token_strings}, "
-                              f"expected {list(config.token_strings)}")
+            raise FormatError(f"{path}: placeholder {stored.token!r} lists entries {stored.token_strings}, expected "
+                              f"{list(config.token_strings)}; use the file the training wrote, or download it again")
         present = [entry for entry in stored.token_strings if entry in vocab]
         existing = _existing(tokenizer, text_encoder, stored, present, path, token_scale) if present else None
         plan.append((stored, existing))
@@ -173,51 +258,79 @@ def _existing(
     if max(ids) >= weight.shape[0] or not torch.equal(weight[list(ids)].detach().cpu(), rows):
         raise PlaceholderError(
             f"{path}: placeholder token {stored.token!r} is already registered in this pipeline with a "
-            f"different vector (or another token_scale than {token_scale}); load it into a fresh pipeline "
-            "or rename the token"
+            f"different vector (or another token_scale than {token_scale}); call unload_zero_prior(pipe, "
+            f"{stored.token!r}) first, load it into a fresh pipeline, or rename the token"
         )
     return RegisteredToken(stored.token, tuple(stored.token_strings), ids)
 
 
-@torch.no_grad()
-def _write_rows(text_encoder: Any, registered: RegisteredToken, vectors: torch.Tensor) -> None:
-    weight = text_encoder.get_input_embeddings().weight
-    weight[list(registered.token_ids)] = vectors.to(device=weight.device, dtype=weight.dtype)
+def _already_loaded(
+    pipe: Any, state: AppliedState, digest: str, record: ZeroPriorRecord | None, token_scale: float,
+    lora_scale: float, label: str,
+) -> AppliedFile | None:
+    """The live adapter of this very LoRA and vector at this strength, if any (refuses it at another strength)."""
+    present = _adapter_names(pipe)
+    vectors = {p.token: vector_sha256(p.vectors) for p in (record.placeholders if record else [])}
+    for applied in state.same_lora(digest):
+        if applied.adapter_name not in present or set(applied.tokens) != set(vectors):
+            continue
+        weight = _adapter_weight(pipe.transformer, applied.adapter_name)
+        if applied.token_scale == token_scale and weight is not None and math.isclose(weight, lora_scale):
+            return applied
+        raise PlaceholderError(
+            f"{label} is already loaded as adapter {applied.adapter_name!r} (LoRA scale {weight}, token scale "
+            f"{applied.token_scale}); loading it again would apply the LoRA twice. Change its strength with "
+            f"pipe.set_adapters([{applied.adapter_name!r}], [{lora_scale}]), or unload_zero_prior(pipe) first"
+        )
+    return None
 
 
-def _install_prompt_expansion(pipe: Any, placeholders: list[RegisteredToken]) -> None:
-    """Make ``pipe.encode_prompt`` expand multi-vector placeholders into their entries."""
-    known = getattr(pipe, "_zero_prior_placeholders", None)
-    if known is None:
-        known = []
-        original = pipe.encode_prompt
-
-        @functools.wraps(original)
-        def encode_prompt(prompt: Any = None, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(prompt, str):
-                prompt = expand_prompt(prompt, known)
-            elif isinstance(prompt, list):
-                prompt = [expand_prompt(p, known) for p in prompt]
-            return original(prompt, *args, **kwargs)
-
-        pipe.encode_prompt = encode_prompt
-        pipe._zero_prior_placeholders = known
-    known.extend(token for token in placeholders if token not in known)
+def _refuse_fused(pipe: Any, text_encoder: Any, digest: str, label: str) -> None:
+    """Refuse a LoRA whose record says it was applied here and whose target weights have changed since (fused)."""
+    present = _adapter_names(pipe)
+    for saved in saved_records(text_encoder):
+        if saved["lora_sha256"] != digest or saved["adapter"] in present:
+            continue
+        module = saved["fingerprint"]["module"]
+        if weight_digest(pipe.transformer, module) != saved["fingerprint"]["sha256"]:
+            raise PlaceholderError(
+                f"{label} was already applied to this pipeline and its weights have changed since (fused with "
+                "fuse_lora, then saved?), so loading it again would apply the LoRA twice; use the pipeline as it "
+                "is (its token is still registered), or load the file into the base model"
+            )
 
 
-def _activate(pipe: Any, active: list[str], name: str, lora_scale: float) -> None:
-    """Activate ``name`` at ``lora_scale`` next to the adapters that were active before.
+def _activate(transformer: torch.nn.Module, names: list[str], new: str, lora_scale: float) -> None:
+    """Make ``names`` the active adapters, ``new`` at ``lora_scale``, every other one at the strength it has.
 
-    ``set_adapters`` replaces the active set, so without this a second
-    ``load_zero_prior`` would silently switch off the first file's LoRA while
-    its token stayed registered. Scales set here are remembered on the
-    pipeline; an adapter loaded by other code keeps diffusers' default 1.0.
+    diffusers' ``set_adapters`` takes a weight for every adapter it activates,
+    so calling it would reset strengths the user set; this does what it does
+    layer by layer (activate, then scale) but scales only the new adapter.
     """
-    scales: dict[str, float] = getattr(pipe, "_zero_prior_adapter_scales", {})
-    scales[name] = lora_scale
-    pipe._zero_prior_adapter_scales = scales
-    names = [*active, name]
-    pipe.set_adapters(names, adapter_weights=[scales.get(adapter, 1.0) for adapter in names])
+    for module in transformer.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.set_adapter(names)
+            module.set_scale(new, lora_scale)
+
+
+def _adapter_weight(transformer: torch.nn.Module, name: str) -> float | None:
+    """The strength (``set_adapters`` weight) ``name`` has in the first layer that holds it."""
+    for module in transformer.modules():
+        if isinstance(module, BaseTunerLayer) and name in getattr(module, "scaling", {}):
+            base = module.lora_alpha[name] / (math.sqrt(module.r[name]) if module.use_rslora.get(name) else
+                                              module.r[name])
+            return module.scaling[name] / base
+    return None
+
+
+def _roll_back(pipe: Any, tokenizer: Any, text_encoder: Any, state: AppliedState, name: str,
+               registered: set[str]) -> None:
+    """Undo a load that failed inside its fence: its adapter, tokens, rows and expansion."""
+    if name in _adapter_names(pipe):
+        pipe.delete_adapters(name)
+    remove_expansion(tokenizer, registered)
+    if registered:
+        remove_tokens(tokenizer, text_encoder, state, registered)
 
 
 def _adapter_names(pipe: Any) -> set[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -36,6 +35,13 @@ META_JSON_VERSION = "1.0"
 TRAINING_KEYS = ("learning_rate", "batch_size", "resolutions")
 # meta.json keys checked separately (its own schema version) or never comparable.
 _NOT_COMPARED = ("version",)
+# Bounds on what a package may make us read or write: meta.json is a few KB; a rank-16 Qwen-Image LoRA in
+# fp32 is about 0.6 GB, so 4 GiB leaves room for large ranks (``max_lora_bytes`` raises it). Weights barely
+# compress, so a member that inflates more than MAX_COMPRESSION_RATIO times its stored size is refused.
+META_JSON_MAX_BYTES = 4 * 2**20
+DEFAULT_MAX_LORA_BYTES = 4 * 2**30
+MAX_COMPRESSION_RATIO = 100
+_CHUNK = 1 << 20
 
 
 @dataclass
@@ -50,13 +56,16 @@ class WeightsPackage:
 
 
 @contextmanager
-def open_weights(path: str | os.PathLike[str]) -> Iterator[WeightsPackage]:
+def open_weights(
+    path: str | os.PathLike[str], max_lora_bytes: int = DEFAULT_MAX_LORA_BYTES
+) -> Iterator[WeightsPackage]:
     """Open a LoRA ``.safetensors``, a ``weights.zip`` or an exported folder, checked.
 
     A zip or folder must hold exactly one ``.safetensors``; its optional
     ``meta.json`` must agree with the file (``FormatError`` otherwise, naming
     the keys). A zip's LoRA is extracted to a temporary folder that is removed
-    when the ``with`` block ends.
+    when the ``with`` block ends; no member is read past its declared size,
+    ``meta.json`` past ``META_JSON_MAX_BYTES`` or the LoRA past ``max_lora_bytes``.
 
     Example::
 
@@ -72,7 +81,7 @@ def open_weights(path: str | os.PathLike[str]) -> Iterator[WeightsPackage]:
         yield _checked(path, lora, str(lora), meta_json)
     elif path.suffix.lower() == ".zip":
         with tempfile.TemporaryDirectory(prefix="zero_prior_weights_") as tmp:
-            lora, member, meta_json = _extract_zip(path, Path(tmp))
+            lora, member, meta_json = _extract_zip(path, Path(tmp), max_lora_bytes)
             yield _checked(path, lora, f"{path} ({member})", meta_json)
     else:
         yield _checked(path, path, str(path), None)
@@ -107,7 +116,10 @@ def _folder_contents(folder: Path) -> tuple[Path, dict[str, Any] | None]:
     found = sorted(p for p in folder.iterdir() if p.is_file() and _is_lora_member(Path(p.name)))
     _exactly_one(folder, [p.name for p in found])
     meta_path = folder / META_JSON
-    meta_json = _parse_meta_json(meta_path.read_bytes(), str(meta_path)) if meta_path.is_file() else None
+    meta_json = None
+    if meta_path.is_file():
+        _check_size(str(meta_path), meta_path.stat().st_size, META_JSON_MAX_BYTES)
+        meta_json = _parse_meta_json(meta_path.read_bytes(), str(meta_path))
     return found[0], meta_json
 
 
@@ -117,22 +129,80 @@ def _is_lora_member(name: Path) -> bool:
             and not any(part.startswith(".") for part in name.parts))
 
 
-def _extract_zip(path: Path, target: Path) -> tuple[Path, str, dict[str, Any] | None]:
+def _extract_zip(path: Path, target: Path, max_lora_bytes: int) -> tuple[Path, str, dict[str, Any] | None]:
     """Copy the zip's one LoRA member to ``target`` (under its base name only: no path from the zip is trusted)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = [info for info in archive.infolist() if not info.is_dir()]
-            loras = [info.filename for info in members if _is_lora_member(Path(info.filename))]
-            _exactly_one(path, loras)
-            has_meta = META_JSON in {info.filename for info in members}
-            meta_json = _parse_meta_json(archive.read(META_JSON), f"{path} ({META_JSON})") if has_meta else None
-            lora = target / Path(loras[0]).name
-            with archive.open(loras[0]) as src, open(lora, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as error:
-        raise FormatError(f"{path}: not a readable zip archive ({error}); pass a weights.zip written by "
-                          "`zero-prior export --format zip` or by the Cog trainer") from None
-    return lora, loras[0], meta_json
+        raise _unreadable_zip(path, error) from None
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        loras = [info for info in members if _is_lora_member(Path(info.filename))]
+        _exactly_one(path, [info.filename for info in loras])
+        meta_info = next((info for info in members if info.filename == META_JSON), None)
+        meta_json = None
+        if meta_info is not None:
+            raw = _read_member(archive, meta_info, META_JSON_MAX_BYTES, path)
+            meta_json = _parse_meta_json(raw, f"{path} ({META_JSON})")
+        lora = target / Path(loras[0].filename).name
+        _copy_member(archive, loras[0], lora, max_lora_bytes, path)
+    return lora, loras[0].filename, meta_json
+
+
+def _check_member(info: zipfile.ZipInfo, limit: int, path: Path) -> None:
+    """Refuse a member declared larger than ``limit`` or inflating more than MAX_COMPRESSION_RATIO times."""
+    where = f"{path} ({info.filename})"
+    _check_size(where, info.file_size, limit)
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.compress_type != zipfile.ZIP_STORED and ratio > MAX_COMPRESSION_RATIO:
+        raise FormatError(
+            f"{where} inflates {ratio:.0f} times its stored size; weights "
+            "and meta.json never compress that much, so the archive is damaged or crafted: re-create it with "
+            "`zero-prior export FILE --format zip`"
+        )
+
+
+def _check_size(where: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise FormatError(f"{where} is {size} bytes, more than the {limit} bytes allowed for it; use the package "
+                          "zero-prior wrote, or raise max_lora_bytes for a LoRA that really is that large")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: Path) -> bytes:
+    """A member's bytes, never more than its declared size (and ``limit``)."""
+    _check_member(info, limit, path)
+    try:
+        with archive.open(info) as source:
+            data = source.read(info.file_size + 1)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise _unreadable_zip(path, error) from None
+    if len(data) != info.file_size:
+        raise _unreadable_zip(path, f"{info.filename} holds {len(data)}+ bytes, declared {info.file_size}")
+    return data
+
+
+def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limit: int, path: Path) -> None:
+    """Write a member to ``target`` in chunks, stopping (and refusing) past its declared size."""
+    _check_member(info, limit, path)
+    written = 0
+    with open(target, "wb") as destination:
+        try:
+            with archive.open(info) as source:
+                while chunk := source.read(_CHUNK):
+                    written += len(chunk)
+                    if written > info.file_size:
+                        raise _unreadable_zip(path, f"{info.filename} holds more than its declared {info.file_size} "
+                                                    "bytes")
+                    destination.write(chunk)
+        except (zipfile.BadZipFile, EOFError) as error:
+            raise _unreadable_zip(path, error) from None
+    if written != info.file_size:
+        raise _unreadable_zip(path, f"{info.filename} holds {written} bytes, declared {info.file_size}")
+
+
+def _unreadable_zip(path: Path, reason: object) -> FormatError:
+    return FormatError(f"{path}: not a readable zip archive ({reason}); pass a weights.zip written by "
+                       "`zero-prior export --format zip` or by the Cog trainer")
 
 
 def _exactly_one(where: Path, names: list[str]) -> None:
@@ -154,7 +224,8 @@ def _parse_meta_json(raw: bytes, where: str) -> dict[str, Any]:
         message = f"{where}: not valid JSON ({error}); re-create the package with `zero-prior export`"
         raise FormatError(message) from None
     if not isinstance(data, dict):
-        raise FormatError(f"{where}: must be a JSON object, got {type(data).__name__}")
+        raise FormatError(f"{where}: must be a JSON object, got {type(data).__name__}; re-create the package with "
+                          "`zero-prior export`")
     return data
 
 
@@ -166,7 +237,8 @@ def _read_header(lora: Path, label: str) -> tuple[dict[str, str], list[int]]:
             down = [k for k in handle.keys() if k.endswith((".lora_A.weight", ".lora_down.weight"))]
             ranks = [handle.get_slice(k).get_shape()[0] for k in down]
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise FormatError(f"{label}: not a readable .safetensors file ({error})") from None
+        raise FormatError(f"{label}: not a readable .safetensors file ({error}); use the file the training "
+                          "wrote, or download it again") from None
     return header, ranks
 
 

@@ -1,0 +1,102 @@
+"""Reading a LoRA the way diffusers will apply it, and checking every tensor against the model first.
+
+diffusers' ``load_lora_weights`` wraps the transformer's layers one by one and
+fails part-way on a tensor that does not fit, leaving the modules it already
+wrapped behind. So before anything is touched, ``read_lora`` reads the file
+through the pipeline's own converter (``lora_state_dict``, exactly what
+``load_lora_weights`` will load) and ``check_fits`` checks that every tensor is
+a ``lora_A``/``lora_B`` of a linear layer the transformer has, with the
+layer's shapes and one rank per pair. ``lora_digest`` identifies the LoRA's
+content independently of the file format it came in (the ai-toolkit file and
+its diffusers export digest alike), so the loader can tell the same LoRA
+loaded twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import FormatError
+
+PREFIX = "transformer."
+_SUFFIXES = (".lora_A.weight", ".lora_B.weight")
+
+
+def read_lora(pipe: Any, lora_file: Path, label: str) -> dict[str, torch.Tensor]:
+    """The LoRA as the pipeline's converter reads it (``transformer.<module>.lora_A/B.weight`` keys)."""
+    # Folder + weight_name: diffusers refuses a bare file path under HF_HUB_OFFLINE=1.
+    try:
+        state = pipe.lora_state_dict(str(lora_file.parent), weight_name=lora_file.name)
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise FormatError(
+            f"{label}: diffusers cannot read it as a {type(pipe).__name__} LoRA ({reason}); pass a LoRA trained for "
+            "this model (zero_prior_trainer's or ai-toolkit's .safetensors)"
+        ) from None
+    if isinstance(state, tuple):  # some loaders also return the file's adapter metadata
+        state = state[0]
+    return dict(state)
+
+
+def check_fits(transformer: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> list[str]:
+    """Refuse (``FormatError``, naming the tensor) a LoRA that does not fit ``transformer``; return its modules."""
+    if not state:
+        raise FormatError(f"{label}: holds no LoRA tensors; pass the LoRA file the training wrote")
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in sorted(state.items()):
+        if not key.startswith(PREFIX) or not key.endswith(_SUFFIXES):
+            raise FormatError(
+                f"{label}: tensor {key!r} is not a transformer lora_A/lora_B weight; zero-prior loads transformer "
+                "LoRAs (peft or kohya keys) only: pass such a file, or load this one with diffusers directly"
+            )
+        module, part = key[len(PREFIX):].rsplit(".", 2)[0], key.rsplit(".", 2)[1]
+        pairs.setdefault(module, {})[part] = tensor
+    for module_name, parts in pairs.items():
+        _check_pair(transformer, module_name, parts, label)
+    return sorted(pairs)
+
+
+def lora_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the converted tensors (names, dtypes, shapes, bytes): the same LoRA gives the same digest."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weight_digest(transformer: torch.nn.Module, module_name: str) -> str:
+    """sha256 of a module's base weight (under a peft wrapper too): tells whether a LoRA was fused into it."""
+    module = transformer.get_submodule(module_name)
+    weight = getattr(module, "base_layer", module).weight.detach().cpu().contiguous()
+    return hashlib.sha256(weight.view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _check_pair(transformer: torch.nn.Module, module_name: str, parts: dict[str, torch.Tensor], label: str) -> None:
+    where = f"{label}: the LoRA for transformer module {module_name!r}"
+    fix = "the file was trained for another model: load it into the pipeline it was trained for"
+    try:
+        module = transformer.get_submodule(module_name)
+    except AttributeError:
+        raise FormatError(f"{where} targets a module this pipeline's transformer does not have; {fix}") from None
+    module = getattr(module, "base_layer", module)  # already wrapped by an earlier adapter
+    if not (hasattr(module, "in_features") and hasattr(module, "out_features")):
+        raise FormatError(f"{where} targets a {type(module).__name__}, not a linear layer; {fix}")
+    missing = [part for part in ("lora_A", "lora_B") if part not in parts]
+    if missing:
+        raise FormatError(f"{where} has no {missing[0]} weight (a LoRA needs both halves); use the file the training "
+                          "wrote, or download it again")
+    down, up = parts["lora_A"], parts["lora_B"]
+    expected_down, expected_up = [down.shape[0], module.in_features], [module.out_features, down.shape[0]]
+    if down.dim() != 2 or up.dim() != 2 or list(down.shape) != expected_down or list(up.shape) != expected_up:
+        raise FormatError(
+            f"{where} has lora_A {list(down.shape)} and lora_B {list(up.shape)}, but the layer takes "
+            f"{module.in_features} "
+            f"inputs and gives {module.out_features} outputs (expected [rank, {module.in_features}] and "
+            f"[{module.out_features}, rank]); {fix}"
+        )
