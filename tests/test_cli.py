@@ -41,7 +41,8 @@ def test_inspect_prints_placeholder_and_lora_summary(lora_file, capsys):
 def test_inspect_error_is_one_line(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "missing.safetensors")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"zero-prior inspect: error: {tmp_path / 'missing.safetensors'}: no such file"
+    assert err == (f"zero-prior inspect: error: {tmp_path / 'missing.safetensors'}: no such file; pass the LoRA "
+                   ".safetensors file a training wrote")
 
 
 def test_generate_writes_an_image(lora_file, tiny_pipeline_dir, tmp_path, capsys):

@@ -247,7 +247,7 @@ def test_interrupted_export_leaves_nothing(trained, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(export, "save_file", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ExportError, match="cannot export to .*/c: .*disk full; check the path and try again"):
         export_weights(trained.path, tmp_path / "c", "comfyui")
     assert list(tmp_path.iterdir()) == []  # no folder, no staging leftovers
 

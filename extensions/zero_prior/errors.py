@@ -25,6 +25,10 @@ class FormatError(ZeroPriorError, ValueError):
     """A file or weights package does not follow the zero-prior file format, or does not fit the model."""
 
 
+class PipelineError(ZeroPriorError, ValueError):
+    """A diffusers pipeline cannot be loaded from what was given, or is not of a family zero-prior supports."""
+
+
 class ExportError(ZeroPriorError, ValueError):
     """An export cannot be written as asked (existing output, unknown format, unwritable place)."""
 

@@ -76,10 +76,10 @@ def describe_os_error(error: OSError, path: str | os.PathLike[str] | None = None
     >>> describe_os_error(OSError(errno.ENOSPC, "No space left on device"), "out/weights.zip")
     'out/weights.zip: No space left on device; free some disk space or write somewhere else'
     """
-    where = path if path is not None else (error.filename or "a file")
+    where = path if path is not None else error.filename
     reason = error.strerror or str(error)
     fix = _OS_FIXES.get(error.errno or -1, "check the path and try again")
-    return f"{where}: {reason}; {fix}"
+    return f"{where}: {reason}; {fix}" if where else f"{reason}; {fix}"
 
 
 def remove_stale_temps(folder: str | os.PathLike[str], name_prefix: str = "") -> list[Path]:

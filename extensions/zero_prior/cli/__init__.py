@@ -3,7 +3,9 @@
 Each subcommand lives in its own module with ``register(subparsers)`` and a
 ``run(args) -> int``; heavy imports (torch, diffusers) happen inside ``run``
 so that ``zero-prior --help`` is instant. Known errors (``ZeroPriorError``)
-become one line plus the next step; ``--traceback`` shows the full trace.
+and failed file operations (``OSError``: a full disk, a folder you may not
+write to) become one line naming the path and the next step; ``--traceback``
+shows the full trace.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zero-prior`` console script."""
     from ..errors import ZeroPriorError
+    from ..fileio import describe_os_error
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,10 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except ZeroPriorError as error:
+    except (ZeroPriorError, OSError) as error:
         if args.traceback:
             raise
-        print(f"zero-prior {args.command}: error: {error}", file=sys.stderr)
+        message = describe_os_error(error) if not isinstance(error, ZeroPriorError) else str(error)
+        print(f"zero-prior {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

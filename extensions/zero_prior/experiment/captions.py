@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..aitk.datasets import find_images
 from ..aitk.facts import IMAGE_EXTENSIONS
 from ..errors import CaptionError
 
@@ -176,17 +177,6 @@ class CaptionPlan:
             "eval_templates": list(EVAL_TEMPLATES),
             "images": [{"image": e.image, "template": e.template, "captions": e.captions} for e in self.entries],
         }
-
-
-def find_images(dataset: Path) -> list[Path]:
-    """The images ai-toolkit trains on, sorted; hidden files and folders and ``_controls`` are skipped, as there."""
-    found = []
-    for root, dirs, files in os.walk(dataset):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if Path(root).name == "_controls":
-            continue
-        found += [Path(root) / f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-    return sorted(found, key=lambda p: p.relative_to(dataset).as_posix())
 
 
 def plan_captions(

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..aitk.datasets import find_images
 from ..errors import ExperimentError
 from ..fileio import write_text_atomic
 from .arms import PROCESS
-from .captions import find_images
 from .spec import ExperimentSpec
 
 LOG_FILE = "experiment_log.json"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PlaceholderError
+from ..errors import PipelineError
 from .family import ModelFamily
 from .qwen_image import QWEN_IMAGE
 
@@ -21,7 +21,7 @@ def family_named(name: str) -> ModelFamily:
     for family in FAMILIES:
         if family.name == name:
             return family
-    raise PlaceholderError(f"unknown model family {name!r}; supported: {', '.join(f.name for f in FAMILIES)}")
+    raise PipelineError(f"unknown model family {name!r}; use one of {', '.join(f.name for f in FAMILIES)}")
 
 
 def family_for_arch(arch: str | None) -> ModelFamily | None:
@@ -36,7 +36,7 @@ def family_for_pipeline(pipe: Any) -> ModelFamily:
         if family.accepts(pipe):
             return family
     supported = ", ".join(name for f in FAMILIES for name in f.pipeline_classes)
-    raise PlaceholderError(f"{type(pipe).__name__} is not a pipeline zero-prior supports; use one of {supported}")
+    raise PipelineError(f"{type(pipe).__name__} is not a pipeline zero-prior supports; use one of {supported}")
 
 
 __all__ = ["DEFAULT_FAMILY", "FAMILIES", "ModelFamily", "family_for_arch", "family_for_pipeline", "family_named"]

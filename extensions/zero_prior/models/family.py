@@ -12,6 +12,7 @@ one module of ``zero_prior.models`` with one instance of a subclass of this.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,10 @@ class ModelFamily:
         import diffusers
 
         return getattr(diffusers, self.pipeline_class)
+
+    def aitk_tokenizer_source(self, model: Mapping[str, Any]) -> tuple[str, str]:
+        """Where ai-toolkit loads the tokenizer from for a ``model:`` block: ``(path or hub repo, subfolder)``."""
+        raise NotImplementedError
 
     def decoder(self, text_encoder: nn.Module) -> nn.Module:
         """The encoder's decoder stack (``config``, ``embed_tokens``, ``layers``)."""

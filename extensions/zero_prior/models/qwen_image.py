@@ -9,6 +9,8 @@ stays one id *inside* that template. Qwen-Image-2512 (ai-toolkit's
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -31,6 +33,17 @@ TOKENIZER_MAX_LENGTH = 1024
 
 class QwenImageFamily(ModelFamily):
     """Qwen2.5-VL's language model, run with explicit multimodal rotary positions."""
+
+    def aitk_tokenizer_source(self, model: Mapping[str, Any]) -> tuple[str, str]:
+        # QwenImageModel.load_model: the extras path (default name_or_path; the hub repo when it is a single
+        # .safetensors), unless name_or_path is a local folder that holds the text encoder itself.
+        name = str(model.get("name_or_path", ""))
+        extras = str(model.get("extras_name_or_path") or name)
+        if extras.endswith(".safetensors"):
+            extras = "Qwen/Qwen-Image"
+        if os.path.isdir(os.path.join(name, "text_encoder")):
+            extras = name
+        return extras, "tokenizer"
 
     def decoder(self, text_encoder: nn.Module) -> nn.Module:
         return text_encoder.model.language_model

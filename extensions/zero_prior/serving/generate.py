@@ -15,15 +15,35 @@ from typing import Any
 import torch
 
 from ..devices import default_device
+from ..errors import PipelineError
 from ..models import DEFAULT_FAMILY
 from ..weights.loader import LoadResult, load_zero_prior
 
 
 def load_pipeline(model: str | os.PathLike[str], device: str | None = None, dtype: torch.dtype | None = None) -> Any:
-    """Load a Qwen-Image pipeline by hub name or local folder (offline folders work); bf16 on a GPU."""
+    """Load a Qwen-Image pipeline by hub name or local folder (offline folders work); bf16 on a GPU.
+
+    A folder that does not exist, or a pipeline diffusers cannot load (files
+    missing, a hub name not in the cache while offline), is a ``PipelineError``
+    naming it, before anything heavy happens where it can be.
+    """
+    name = str(model)
+    # A hub name is NAME or OWNER/NAME; anything else is a folder.
+    looks_local = os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or "\\" in name
+    folder = Path(name).expanduser()
+    if (looks_local or folder.exists()) and not (folder / "model_index.json").is_file():
+        what = "no such folder" if not folder.exists() else "not a diffusers pipeline folder (no model_index.json)"
+        raise PipelineError(f"{name}: {what}; pass a pipeline folder (with model_index.json) or a hub name such as "
+                            "Qwen/Qwen-Image")
     device = default_device(device)
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    return DEFAULT_FAMILY.pipeline_type().from_pretrained(str(model), torch_dtype=dtype).to(device)
+    try:
+        pipe = DEFAULT_FAMILY.pipeline_type().from_pretrained(name, torch_dtype=dtype)
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PipelineError(f"{name}: diffusers cannot load it as a pipeline ({reason}); pass a complete pipeline "
+                            "folder, or download the model first (hf download NAME) when offline") from error
+    return pipe.to(device)
 
 
 def generate_images(

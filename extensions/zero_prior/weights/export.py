@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import ExportError, FormatError
-from ..fileio import atomic_file, atomic_folder
+from ..fileio import atomic_file, atomic_folder, describe_os_error
 from ..models import DEFAULT_FAMILY
 from .format import METADATA_KEY, read_header, save_lora_file
 from .package import META_JSON, ZIP_LORA_MEMBER, WeightsPackage, describe_weights, open_weights
@@ -79,13 +79,17 @@ def export_weights(
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     to = Path(to)
+    _no_file_on_the_way(to)
     with open_weights(source) as package:
-        if fmt == "zip":
-            return _write_zip(package, _writable_file(to / ZIP_NAME, overwrite))
-        writer: Callable[[WeightsPackage, Path], ExportResult]
-        writer = _write_comfyui if fmt == "comfyui" else _write_diffusers
-        with atomic_folder(_writable_folder(to, overwrite)) as staging:
-            result = writer(package, staging)
+        try:
+            if fmt == "zip":
+                return _write_zip(package, _writable_file(to / ZIP_NAME, overwrite))
+            writer: Callable[[WeightsPackage, Path], ExportResult]
+            writer = _write_comfyui if fmt == "comfyui" else _write_diffusers
+            with atomic_folder(_writable_folder(to, overwrite)) as staging:
+                result = writer(package, staging)
+        except OSError as error:  # unwritable place, full disk: nothing is left behind, say where and what to do
+            raise ExportError(f"cannot export to {to}: {describe_os_error(error, error.filename or to)}") from error
         result.output = to
         return result
 
@@ -201,7 +205,18 @@ def _stem(source: Path) -> str:
     return source.stem if source.is_file() else source.name
 
 
+def _no_file_on_the_way(to: Path) -> None:
+    """Refuse ``--to`` under an existing file (``a.txt/out``): it could never become a folder."""
+    for parent in [to, *to.parents]:
+        if parent.exists():
+            if not parent.is_dir() and parent != to:
+                raise ExportError(f"{parent} is a file, so {to} cannot be created under it; choose another --to")
+            return
+
+
 def _writable_file(target: Path, overwrite: bool) -> Path:
+    if target.parent.exists() and not target.parent.is_dir():
+        raise ExportError(f"{target.parent} is a file, not a folder; choose a folder for --to")
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target} already exists; pass --overwrite to replace it or choose another --to")
     return target

@@ -4,7 +4,10 @@
 exactly ai-toolkit's ``sd_trainer`` (the baseline): every override below
 returns to the parent untouched. With ``true``, the trainer
 
-- checks the config before anything is loaded or written (``settings``);
+- checks the config, the dataset folders and the token in the model's own
+  tokenizer before anything is loaded or written (``settings``, ``preflight``),
+  and puts ``config.yaml`` back when it refuses a run later (a resume that
+  does not fit);
 - adds the placeholder after the model loads: a new tokenizer entry and an
   fp32 vector outside the frozen text encoder, spliced in by a forward hook;
 - gives the vector its own optimizer group, last, so ``optimizer.pt`` resumes;
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -44,6 +49,7 @@ from toolkit.unloader import unload_text_encoder
 from tqdm import tqdm
 
 from ...errors import AiToolkitError, PlaceholderError, TrainingError
+from ...fileio import remove_stale_temps
 from ...placeholder.prepare import add_placeholders
 from ...placeholder.splice import PlaceholderEmbedding
 from ...placeholder.telemetry import module_sha256, placeholder_stats
@@ -56,22 +62,35 @@ from ...training.distributed import (
 )
 from ...training.prefix_cache import PrefixCache
 from ...weights.format import ZeroPriorRecord, read_zero_prior, to_record, vector_sha256
+from ..checkpoints import ConfigSnapshot, atomic_torch_save, optimizer_state_unreadable
+from ..preflight import check_datasets, check_token
 from ..settings import effective_config, read_settings
 from .models.placeholder_model import PlaceholderModelMixin
 from .pivot import encode_once, training_captions
 
 NEAREST_TOKENS = 5
+OPTIMIZER_FILE = "optimizer.pt"  # BaseSDTrainProcess.save / run
 
 
 class ZeroPriorTrainer(SDTrainer):
     """ai-toolkit process ``zero_prior_trainer``; see the module docstring."""
 
     def __init__(self, process_id: int, job: Any, config: OrderedDict, **kwargs: Any) -> None:
-        # Before SDTrainer.__init__: it creates the output folder and copies trigger_word into the datasets.
+        # Before SDTrainer.__init__: it creates the output folder, writes config.yaml and copies trigger_word
+        # into the datasets.
         self.zero_prior = read_settings(config, process_id)
+        check_datasets(config, self.zero_prior.path)
         if self.zero_prior.enabled:
+            note = check_token(config, self.zero_prior)
+            if note:
+                print_acc(note)
             config = effective_config(config, self.zero_prior)
+        folder = config.get("training_folder", getattr(job, "training_folder", None)) or ""
+        self._config_before = ConfigSnapshot(os.path.join(folder, config.get("name", job.name)))
         super().__init__(process_id, job, config, **kwargs)
+        # A save interrupted by a kill left its temporary file; this process is the folder's only writer now.
+        remove_stale_temps(self.save_root, self.job.name)
+        self._optimizer_restarted_at: int | None = None
         self.placeholders: list[PlaceholderEmbedding] = []
         self.tokenizer_length = 0
         self._text_encoder_sha256 = ""
@@ -92,8 +111,9 @@ class ZeroPriorTrainer(SDTrainer):
             )
         tokenizer = self.sd.tokenizer[0]
         self.tokenizer_length = len(tokenizer)
-        self.placeholders = add_placeholders(self.sd.text_encoder[0], tokenizer, [self.zero_prior.placeholder],
-                                             family=family)
+        with self._config_kept_on_refusal():
+            self.placeholders = add_placeholders(self.sd.text_encoder[0], tokenizer, [self.zero_prior.placeholder],
+                                                 family=family)
         if self.zero_prior.placeholder.verify_text_encoder:
             self._text_encoder_sha256 = module_sha256(self.sd.text_encoder[0])
         self.sd.placeholder_tokens = [placeholder.registered for placeholder in self.placeholders]
@@ -111,11 +131,33 @@ class ZeroPriorTrainer(SDTrainer):
         """ai-toolkit's resume loads only the LoRA tensors; the placeholder comes from the file's metadata."""
         extra_weights = super().load_weights(path)
         if self.zero_prior.enabled:
-            self._restore_placeholders(path)
+            with self._config_kept_on_refusal():
+                self._restore_placeholders(path)
         return extra_weights
+
+    def save(self, step: int | None = None) -> None:
+        """ai-toolkit's save, with its ``optimizer.pt`` written atomically (a kill mid-write keeps the last one)."""
+        with atomic_torch_save(os.path.join(self.save_root, OPTIMIZER_FILE)):
+            super().save(step)
+
+    @contextmanager
+    def _config_kept_on_refusal(self) -> Iterator[None]:
+        """A refusal after ai-toolkit wrote ``config.yaml`` puts the file (and a new folder) back as they were."""
+        try:
+            yield
+        except (PlaceholderError, TrainingError):
+            self._config_before.restore()
+            raise
 
     def hook_add_extra_train_params(self, params: list[dict[str, Any]]) -> list[dict[str, Any]]:
         params = super().hook_add_extra_train_params(params)
+        # Right before ai-toolkit builds the optimizer and tries optimizer.pt, which fails quietly when cut off.
+        unreadable = optimizer_state_unreadable(os.path.join(self.save_root, OPTIMIZER_FILE))
+        if unreadable:
+            self._optimizer_restarted_at = self.step_num
+            print_acc(f"zero-prior: WARNING: {os.path.join(self.save_root, OPTIMIZER_FILE)} cannot be loaded "
+                      f"({unreadable}, e.g. an interrupted save): the LoRA and the placeholder resume, but the "
+                      "optimizer state (Adam moments) starts over; the next saves record it")
         if not self.zero_prior.enabled:
             return params
         config = self.zero_prior.placeholder
@@ -247,6 +289,15 @@ class ZeroPriorTrainer(SDTrainer):
     def _record(self) -> ZeroPriorRecord:
         """The file record of the current vectors, written by the model's ``save_lora``."""
         extra: dict[str, Any] = {}
+        for placeholder in self.placeholders:
+            if not torch.isfinite(placeholder.vectors).all():
+                raise TrainingError(
+                    f"zero-prior: the placeholder {placeholder.registered.token!r} became NaN or infinite by step "
+                    f"{self.step_num} (the training diverged), so step {self.step_num} is not saved: lower "
+                    f"placeholder.lr (now {self.zero_prior.placeholder_lr}) or train.lr, and resume from the last save"
+                )
+        if self._optimizer_restarted_at is not None:
+            extra["optimizer_restarted_at_step"] = self._optimizer_restarted_at
         frozen = self.sd.frozen_prompts
         if frozen is not None:
             extra["pivot_step"] = frozen.pivot_step
