@@ -85,6 +85,8 @@ REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
     ("stop_step_with_ema",
      lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(ema_config={"use_ema": True})),
      "config.process[0].train.ema_config.use_ema cannot be used with config.process[0].placeholder.stop_step"),
+    ("steps_not_a_number", lambda p: (p["placeholder"].update(stop_step=0.5), p["train"].update(steps="four")),
+     "config.process[0].train.steps must be a number, got 'four'"),
     ("stop_step_after_start_step", lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(start_step=2)),
      "config.process[0].train.start_step 2 is not before config.process[0].placeholder.stop_step (step 2)"),
 ]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,13 +140,30 @@ def resumed_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_
     return Run(_run(aitk_root, [path]), folder / JOB)
 
 
+# Refused by the preflight (the files a config points at), before ai-toolkit loads the model or writes a file:
+# (id, change given the work folder, start of the error message).
+PREFLIGHT_REFUSALS: list[tuple[str, Callable[[Path], Callable[[dict], None]], str]] = [
+    ("token_in_vocabulary", lambda work: lambda p: (p["placeholder"].update(token="hello"), p.pop("trigger_word", 0)),
+     "placeholder token 'hello' already exists in the tokenizer vocabulary (id 14990)"),
+    ("token_splits", lambda work: lambda p: (p["placeholder"].update(token="a-"), p.pop("trigger_word", 0)),
+     "placeholder token 'a-' does not stay one token inside the Qwen-Image prompt template"),
+    ("dataset_missing", lambda work: lambda p: p["datasets"][0].update(folder_path=str(work / "no_such_folder")),
+     "config.process[0].datasets[0].folder_path"),
+    ("dataset_without_images", lambda work: lambda p: p["datasets"][0].update(folder_path=str(work / "empty_dataset")),
+     "config.process[0].datasets[0].folder_path"),
+]
+
+
 @pytest.fixture(scope="module")
 def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str, Path],
                               tiny_pipeline_dir: Path) -> dict[str, Run]:
     """One ``run.py -r``: every refused config, then one baseline YAML run as ``zero_prior_trainer``, then as
     ``sd_trainer``."""
     paths, runs = [], {}
-    for name, change, _ in REFUSALS:
+    (workdir / "empty_dataset").mkdir()
+    (workdir / "empty_dataset" / "001.txt").write_text("a photo of [trigger]")
+    preflight = [(name, change(workdir), message) for name, change, message in PREFLIGHT_REFUSALS]
+    for name, change, _ in [*REFUSALS, *preflight]:
         folder = workdir / f"refused_{name}"
         paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change),
                                   workdir / f"refused_{name}.yaml"))
@@ -162,6 +181,13 @@ def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str
         runs[name] = Run("", folder / JOB)
     output = _run(aitk_root, paths, recover=True)
     return {name: Run(output, run.save_root) for name, run in runs.items()}
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def _grad_norms(output: str, step: int) -> dict[str, float]:
@@ -249,7 +275,8 @@ def test_gradient_reaches_the_placeholder_through_a_quantized_text_encoder(resum
     assert min(_grad_norms(resumed_run.output, 5).values()) > 0
 
 
-@pytest.mark.parametrize("name, message", [(r[0], r[2]) for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize("name, message", [(r[0], r[2]) for r in [*REFUSALS, *PREFLIGHT_REFUSALS]],
+                         ids=[r[0] for r in [*REFUSALS, *PREFLIGHT_REFUSALS]])
 def test_refused_config_stops_run_py_before_writing(
     refused_and_baseline_runs: dict[str, Run], name: str, message: str
 ) -> None:
@@ -304,11 +331,18 @@ def resumed_after_pivot(aitk_root: Path, workdir: Path, datasets: dict[str, Path
     another stop_step (refused)."""
     source = pivot_and_full_encode_runs["pivot"]
     paths, folders = [], {}
-    for name, stop_step in (("resumed_pivot", PIVOT), ("resumed_other_stop_step", 3)):
+    cases = (("resumed_pivot", PIVOT), ("resumed_other_stop_step", 3), ("resumed_cut_optimizer", PIVOT))
+    for name, stop_step in cases:
         folders[name] = workdir / name
         (folders[name] / JOB).mkdir(parents=True)
         for file in ("optimizer.pt", source.step(6).name):
             shutil.copy2(source.save_root / file, folders[name] / JOB / file)
+        if name == "resumed_other_stop_step":  # the user's config.yaml of the earlier run must survive the refusal
+            (folders[name] / JOB / "config.yaml").write_text("the earlier run's config\n")
+        if name == "resumed_cut_optimizer":  # killed in the middle of a save: a cut-off optimizer.pt and a temporary
+            optimizer = folders[name] / JOB / "optimizer.pt"
+            optimizer.write_bytes(optimizer.read_bytes()[:1000])
+            (folders[name] / JOB / f".{JOB}_000000008.safetensors.{_dead_pid()}.x.tmp").mkdir()
 
         def change(process: dict, stop_step: int = stop_step) -> None:
             process["placeholder"].update(num_vectors=VECTORS, stop_step=stop_step)
@@ -373,6 +407,23 @@ def test_resume_across_the_pivot(pivot_and_full_encode_runs: dict[str, Run],
     assert (f"froze its placeholder at step {PIVOT}, but this config's placeholder.stop_step resolves to 3"
             in refused.output)
     assert not refused.final.exists()
+
+
+def test_a_refused_resume_keeps_the_folders_config_yaml(resumed_after_pivot: dict[str, Run]) -> None:
+    refused = resumed_after_pivot["resumed_other_stop_step"]
+    assert (refused.save_root / "config.yaml").read_text() == "the earlier run's config\n"
+
+
+def test_a_resume_after_a_killed_save_is_honest(pivot_and_full_encode_runs: dict[str, Run],
+                                                resumed_after_pivot: dict[str, Run]) -> None:
+    run = resumed_after_pivot["resumed_cut_optimizer"]
+    assert f"zero-prior: WARNING: {run.save_root / 'optimizer.pt'} cannot be loaded (it is cut off" in run.output
+    final = read_zero_prior(run.final)
+    assert final.training_step == 10 and final.extra["optimizer_restarted_at_step"] == 6
+    assert not [p.name for p in run.save_root.iterdir() if p.name.endswith(".tmp")]  # the dead save's temporary
+    # The vector is still the frozen one (it resumed from the file, not from the optimizer).
+    frozen = read_zero_prior(pivot_and_full_encode_runs["pivot"].step(6))
+    assert torch.equal(final.placeholders[0].vectors, frozen.placeholders[0].vectors)
 
 
 def test_prefix_cache_trains_like_the_full_encode(zero_prior_run: Run,

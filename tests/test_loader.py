@@ -1,15 +1,14 @@
 """load_zero_prior: the training-time embedding comes back exactly, the LoRA at its strength."""
 
-import json
 
+import lora_files
 import pytest
 import tinytrain
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from zero_prior.errors import FormatError, PlaceholderError
-from zero_prior.weights.format import METADATA_KEY, save_lora_file
+from zero_prior.weights.format import save_lora_file
 from zero_prior.weights.loader import load_zero_prior
 
 PROMPT = tinytrain.TWO_TOKEN_PROMPT
@@ -61,25 +60,16 @@ def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(traine
     with pytest.raises(PlaceholderError, match=r"already loaded as adapter 'first' .* would apply the LoRA twice"):
         load_zero_prior(pipe, path, adapter_name="again", lora_scale=0.5)
     # Another LoRA trained with the same vector reuses the token, next to the first LoRA.
-    other_lora = _with_lora_scaled(path, tmp_path / "other_lora.safetensors", 2.0)
+    other_lora = lora_files.with_lora_scaled(path, tmp_path / "other_lora.safetensors", 2.0)
     again = load_zero_prior(pipe, other_lora, adapter_name="second", lora_scale=0.5)
     assert again.reused == ["<zwx>", "<bg2>"] and len(pipe.tokenizer) == 151668
     # the first file's LoRA is not switched off behind its still-registered token
     assert pipe.get_active_adapters() == ["first", "second"]
     assert "adapters ['first'] stay active (at their strengths) alongside 'second'" in again.summary()
-    other = _rewrite(path, tmp_path / "other.safetensors", lambda d: _scale_vectors(d, 2.0))
+    other = lora_files.rewrite(path, tmp_path / "other.safetensors", lambda d: lora_files.scale_vectors(d, 2.0))
     with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different "
                                                "vector"):
         load_zero_prior(pipe, other, adapter_name="third")
-
-
-def _with_lora_scaled(source, target, factor):
-    """A copy of a LoRA file (metadata and vector kept) whose lora_B tensors are multiplied by ``factor``."""
-    with safe_open(str(source), framework="pt") as handle:
-        header = dict(handle.metadata())
-        tensors = {k: handle.get_tensor(k) * (factor if "lora_B" in k else 1) for k in handle.keys()}
-    save_file(tensors, str(target), metadata=header)
-    return target
 
 
 def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):
@@ -100,9 +90,9 @@ def test_hidden_size_mismatch_changes_nothing(trained, tiny_pipeline_dir, tmp_pa
         data["hidden_size"] = 32
         for item in data["placeholders"]:
             vectors = torch.zeros(item["num_vectors"], 32)
-            _set_vectors(item, vectors)
+            lora_files.set_vectors(item, vectors)
 
-    bad = _rewrite(path, tmp_path / "wide.safetensors", widen)
+    bad = lora_files.rewrite(path, tmp_path / "wide.safetensors", widen)
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     with pytest.raises(FormatError, match="placeholder vectors have hidden size 32 but this pipeline's text encoder "
                                           "has 64"):
@@ -117,7 +107,7 @@ def test_corrupt_vector_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
         item = data["placeholders"][0]["vectors"]
         item["base64"] = ("A" if item["base64"][0] != "A" else "B") + item["base64"][1:]
 
-    bad = _rewrite(path, tmp_path / "corrupt.safetensors", corrupt)
+    bad = lora_files.rewrite(path, tmp_path / "corrupt.safetensors", corrupt)
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     with pytest.raises(FormatError, match="checksum mismatch"):
         load_zero_prior(pipe, bad)
@@ -126,38 +116,6 @@ def test_corrupt_vector_changes_nothing(trained, tiny_pipeline_dir, tmp_path):
 
 def test_future_format_version(trained, tiny_pipeline_dir, tmp_path):
     path = trained.path
-    bad = _rewrite(path, tmp_path / "future.safetensors", lambda d: d.update(format_version=2))
+    bad = lora_files.rewrite(path, tmp_path / "future.safetensors", lambda d: d.update(format_version=2))
     with pytest.raises(FormatError, match="format version 2 is not supported by this release"):
         load_zero_prior(tinytrain.load_pipe(tiny_pipeline_dir), bad)
-
-
-def _rewrite(source, target, change):
-    """Copy a LoRA file with its zero-prior JSON edited by ``change``."""
-    with safe_open(str(source), framework="pt") as handle:
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-        header = dict(handle.metadata())
-    data = json.loads(header[METADATA_KEY])
-    change(data)
-    header[METADATA_KEY] = json.dumps(data)
-    save_file(tensors, str(target), metadata=header)
-    return target
-
-
-def _set_vectors(item, vectors):
-    import base64
-    import hashlib
-
-    raw = vectors.float().numpy().astype("<f4").tobytes()
-    item["vectors"].update(shape=list(vectors.shape), base64=base64.b64encode(raw).decode(),
-                           sha256=hashlib.sha256(raw).hexdigest())
-
-
-def _scale_vectors(data, factor):
-    import base64
-
-    import numpy as np
-
-    for item in data["placeholders"]:
-        raw = base64.b64decode(item["vectors"]["base64"])
-        vectors = torch.from_numpy(np.frombuffer(raw, dtype="<f4").copy()).reshape(item["vectors"]["shape"])
-        _set_vectors(item, vectors * factor)

@@ -107,10 +107,11 @@ def remove_stale_temps(folder: str | os.PathLike[str], name_prefix: str = "") ->
 
 @contextmanager
 def atomic_file(target: str | os.PathLike[str]) -> Iterator[str]:
-    """Yield a temporary sibling of ``target`` to write; on success it replaces ``target``.
+    """Yield a temporary path next to ``target`` to write; on success it replaces ``target``.
 
-    On any error (or an interrupt) the temporary file is removed, folders
-    created for it are removed again, and ``target`` is left as it was.
+    The path lies in a private hidden folder beside ``target``. On any error
+    (or an interrupt) that folder is removed, folders created for it are
+    removed again, and ``target`` is left as it was.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -121,20 +122,21 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[str]:
     """
     target = Path(target)
     created = _make_parents(target.parent)
-    tmp_name = None
+    staging = None
     try:
         remove_stale_temps(target.parent, target.name)
-        handle, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent)
-        os.close(handle)
-        yield tmp_name
+        # A private folder, not a file: writers such as safetensors make their own temporary next to the path
+        # they are given, and a kill must leave that inside something this package can recognise and remove.
+        staging = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=TEMP_SUFFIX, dir=target.parent))
+        tmp_name = staging / target.name
+        yield str(tmp_name)
         fsync_file(tmp_name)
         make_shareable(tmp_name)
         os.replace(tmp_name, target)
     except BaseException:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
-        _remove_created(created)
+        _discard(staging, created)
         raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str) -> Path:
@@ -166,15 +168,12 @@ def atomic_folder(target: str | os.PathLike[str], keep_existing: Callable[[], bo
             if path.is_file():
                 fsync_file(path)
             make_shareable(path)
-        if target.exists() and keep_existing is not None and keep_existing():
-            return
-        _swap_in(staging, target)
+        if not (target.exists() and keep_existing is not None and keep_existing()):
+            _swap_in(staging, target)
     except BaseException:
-        _remove_created(created)
+        _discard(staging, created)
         raise
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _temp_prefix(target: Path) -> str:
@@ -204,6 +203,13 @@ def _make_parents(folder: Path) -> list[Path]:
         current = current.parent
     folder.mkdir(parents=True, exist_ok=True)
     return missing
+
+
+def _discard(staging: Path | None, created: list[Path]) -> None:
+    """After a failed write: remove its temporary, then the folders created for it."""
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    _remove_created(created)
 
 
 def _remove_created(created: list[Path]) -> None:

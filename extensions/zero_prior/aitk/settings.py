@@ -91,6 +91,8 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
             "with the LoRA, false runs ai-toolkit's own LoRA training (the baseline)"
         )
     placeholder = PlaceholderConfig.from_dict(process.get("placeholder"), path=f"{path}.placeholder")
+    for key in ("lr", "embedding_lr"):  # ai-toolkit would fail on them only after the model loaded
+        train.number(key, None)
     if not enabled:
         return ZeroPriorSettings(enabled=False, placeholder=placeholder, path=path)
     family = _refuse_conflicts(block, train, placeholder)

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from ..devices import default_device
-from ..errors import PipelineError
+from ..errors import ConfigError, PipelineError
+from ..fileio import atomic_file
 from ..models import DEFAULT_FAMILY
 from ..weights.loader import LoadResult, load_zero_prior
+from ..weights.package import open_weights
 
 
 def load_pipeline(model: str | os.PathLike[str], device: str | None = None, dtype: torch.dtype | None = None) -> Any:
@@ -89,10 +91,21 @@ def generate_to_file(
     lora_scale: float = 1.0,
     **options: Any,
 ) -> LoadResult | None:
-    """Load ``model`` (and ``lora`` with the project's loader), generate one image, save it."""
+    """Load ``model`` (and ``lora`` with the project's loader), generate one image, save it.
+
+    The LoRA and the output path are checked before the model loads, so a
+    typo costs seconds, not a model load; the image is written atomically.
+    """
+    out = Path(out)
+    blocking = next((parent for parent in out.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise ConfigError(f"{out}: {blocking} is a file, not a folder; choose another output path")
+    if lora:
+        with open_weights(lora):
+            pass
     pipe = load_pipeline(model)
     result = load_zero_prior(pipe, lora, lora_scale=lora_scale) if lora else None
     [image] = generate_images(pipe, [prompt], **options)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    image.save(out)
+    with atomic_file(out) as tmp_name:
+        image.save(tmp_name, format=out.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG")
     return result

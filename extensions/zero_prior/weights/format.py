@@ -251,18 +251,26 @@ def save_lora_file(
     return path
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return a ``.safetensors`` file's metadata header without loading its tensors."""
+def read_header(path: str | os.PathLike[str], label: str | None = None) -> dict[str, str]:
+    """Return a ``.safetensors`` file's metadata header without loading its tensors (``label`` names it in errors)."""
     path = Path(path)
+    label = label or str(path)
     if not path.is_file():
         what = "a folder" if path.is_dir() else "no such file"
-        raise FormatError(f"{path}: {what}; pass the LoRA .safetensors file a training wrote")
+        raise FormatError(f"{label}: {what}; pass the LoRA .safetensors file a training wrote")
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise FormatError(f"{path}: not a readable .safetensors file ({error}); {_DAMAGED} "
+        raise FormatError(f"{label}: not a readable .safetensors file ({error}); {_DAMAGED} "
                           "(a cut-off download or a .ckpt/.pt file is not a LoRA .safetensors)") from None
+
+
+def lora_ranks(path: str | os.PathLike[str]) -> list[int]:
+    """The rank of every LoRA pair in a file (its down/A matrices' first dimension), without loading tensors."""
+    with safe_open(str(path), framework="pt") as handle:
+        down = [k for k in handle.keys() if k.endswith((".lora_A.weight", ".lora_down.weight"))]
+        return [handle.get_slice(k).get_shape()[0] for k in down]
 
 
 def read_zero_prior(path: str | os.PathLike[str]) -> ZeroPriorRecord | None:

@@ -141,8 +141,7 @@ def unload_zero_prior(pipe: Any, token: str | None = None) -> UnloadResult:
     files = list(state.files.values()) if token is None else [f for n in names for f in state.files_using(n)]
     present = _adapter_names(pipe)
     adapters = [applied.adapter_name for applied in files if applied.adapter_name in present]
-    if adapters:
-        pipe.delete_adapters(adapters)
+    _remove_adapters(pipe, adapters)
     remove_expansion(tokenizer, names)
     if names:
         remove_tokens(tokenizer, text_encoder, state, names)
@@ -327,10 +326,20 @@ def _roll_back(pipe: Any, tokenizer: Any, text_encoder: Any, state: AppliedState
                registered: set[str]) -> None:
     """Undo a load that failed inside its fence: its adapter, tokens, rows and expansion."""
     if name in _adapter_names(pipe):
-        pipe.delete_adapters(name)
+        _remove_adapters(pipe, [name])
     remove_expansion(tokenizer, registered)
     if registered:
         remove_tokens(tokenizer, text_encoder, state, registered)
+
+
+def _remove_adapters(pipe: Any, names: list[str]) -> None:
+    """Delete ``names``; when no adapter is left, take the LoRA layers out too (the transformer as loaded)."""
+    if not names:
+        return
+    if _adapter_names(pipe) <= set(names):
+        pipe.unload_lora_weights()  # removes the peft wrappers, which delete_adapters leaves behind
+    else:
+        pipe.delete_adapters(names)
 
 
 def _adapter_names(pipe: Any) -> set[str]:

@@ -23,10 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
 from ..errors import FormatError
-from .format import FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, ZeroPriorRecord, decode_record, vector_sha256
+from .format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    METADATA_KEY,
+    ZeroPriorRecord,
+    decode_record,
+    lora_ranks,
+    read_header,
+    vector_sha256,
+)
 
 ZIP_LORA_MEMBER = "lora/lora_weights.safetensors"
 META_JSON = "meta.json"
@@ -230,16 +237,8 @@ def _parse_meta_json(raw: bytes, where: str) -> dict[str, Any]:
 
 
 def _read_header(lora: Path, label: str) -> tuple[dict[str, str], list[int]]:
-    """The file's metadata and its LoRA ranks (from the down/A matrices' first dimension)."""
-    try:
-        with safe_open(str(lora), framework="pt") as handle:
-            header = dict(handle.metadata() or {})
-            down = [k for k in handle.keys() if k.endswith((".lora_A.weight", ".lora_down.weight"))]
-            ranks = [handle.get_slice(k).get_shape()[0] for k in down]
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise FormatError(f"{label}: not a readable .safetensors file ({error}); use the file the training "
-                          "wrote, or download it again") from None
-    return header, ranks
+    """The file's metadata and its LoRA ranks (``format`` reads both; errors name ``label``)."""
+    return read_header(lora, label), lora_ranks(lora)
 
 
 def _decode(header: Mapping[str, str], label: str) -> ZeroPriorRecord | None:
