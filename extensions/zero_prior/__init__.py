@@ -29,6 +29,7 @@ _LAZY = {
     "PlaceholderConfig": "placeholder.config",
     "add_placeholders": "placeholder.prepare",
     "load_zero_prior": "weights.loader",
+    "unload_zero_prior": "weights.loader",
     "LoadResult": "weights.loader",
     "read_zero_prior": "weights.format",
     "save_lora_file": "weights.format",
