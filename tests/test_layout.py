@@ -39,8 +39,9 @@ def _imports(name: str, path: Path) -> list[str]:
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
-            # "from .x import y" may import the submodule x.y
-            found += [target] + [f"{target}.{alias.name}" for alias in node.names]
+            # "from .x import y" imports the submodule x.y when there is one, else the name y from x itself
+            submodules = [f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in MODULES]
+            found += submodules + ([target] if len(submodules) < len(node.names) else [])
     return found
 
 

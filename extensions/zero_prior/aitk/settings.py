@@ -61,6 +61,13 @@ class ZeroPriorSettings:
     model family of ``model.arch`` (``None`` with the toggle off).
     """
 
+    @property
+    def prefix_cache(self) -> bool:
+        """Whether the trainer encodes through the prefix cache: as set, else wherever the family supports it."""
+        if self.placeholder.prefix_cache is not None:
+            return self.placeholder.prefix_cache
+        return self.family is not None and self.family.prefix_cache_refusal() is None
+
     enabled: bool
     placeholder: PlaceholderConfig
     path: str
@@ -96,6 +103,10 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
     if not enabled:
         return ZeroPriorSettings(enabled=False, placeholder=placeholder, path=path)
     family = _refuse_conflicts(block, train, placeholder)
+    refusal = family.prefix_cache_refusal()
+    if placeholder.prefix_cache and refusal:
+        raise ConfigError(f"{path}.placeholder.prefix_cache: true cannot be used with {family.label}: {refusal}; "
+                          "remove it or set it to false")
     return ZeroPriorSettings(
         enabled=True, placeholder=placeholder, path=path, pivot_step=_pivot_step(block, train, placeholder),
         placeholder_lr=placeholder_learning_rate(process, placeholder, path), family=family,

@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, required=True, help="new or empty folder for the pipeline")
     parser.add_argument("--seed", type=int, default=0, help="weight seed; the same seed gives identical files")
+    parser.add_argument("--family", default="qwen_image", help="model family to build (default qwen_image)")
     parser.add_argument("--subject", type=Path, help="also write a subject data set into this folder")
     parser.add_argument("--num-images", type=int, default=8, help="subject images to draw (default 8)")
     parser.add_argument("--size", type=int, default=64, help="subject image side in pixels (default 64)")
@@ -34,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     """Build the pipeline folder, then the data set if asked, and list what was written."""
     from ..testbed import build_tiny_pipeline, make_subject_dataset
 
-    folder = build_tiny_pipeline(args.out, seed=args.seed)
-    print(f"tiny Qwen-Image pipeline (seed {args.seed}) -> {folder}")
+    folder = build_tiny_pipeline(args.out, seed=args.seed, family=args.family)
+    print(f"tiny {args.family} pipeline (seed {args.seed}) -> {folder}")
     for component in sorted(path.name for path in folder.iterdir()):
         print(f"  {component}")
     if args.subject is not None:

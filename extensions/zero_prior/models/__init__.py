@@ -13,6 +13,7 @@ from .family import ModelFamily
 from .qwen_image import QWEN_IMAGE
 
 FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE,)
+FAMILY_NAMES = tuple(family.name for family in FAMILIES)
 DEFAULT_FAMILY = QWEN_IMAGE
 
 
@@ -39,4 +40,5 @@ def family_for_pipeline(pipe: Any) -> ModelFamily:
     raise PipelineError(f"{type(pipe).__name__} is not a pipeline zero-prior supports; use one of {supported}")
 
 
-__all__ = ["DEFAULT_FAMILY", "FAMILIES", "ModelFamily", "family_for_arch", "family_for_pipeline", "family_named"]
+__all__ = ["DEFAULT_FAMILY", "FAMILIES", "FAMILY_NAMES", "ModelFamily", "family_for_arch", "family_for_pipeline",
+           "family_named"]

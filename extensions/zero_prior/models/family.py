@@ -39,6 +39,10 @@ class ModelFamily:
     drop_idx: int  # leading template positions the pipeline drops from the encoder output
     max_length: int  # the pipeline's tokenizer_max_length (user prompt positions)
 
+    def prefix_cache_refusal(self) -> str | None:
+        """Why ``training.prefix_cache`` cannot encode this family's prompts, or None when it can."""
+        return "zero-prior's prefix cache supports this family's text encoder only once it implements hidden_states"
+
     def wrap_prompt(self, prompt: str) -> str:
         """``prompt`` inside the family's template, as the pipeline tokenizes it."""
         return self.prompt_template.format(prompt)

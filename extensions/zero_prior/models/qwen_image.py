@@ -45,6 +45,9 @@ class QwenImageFamily(ModelFamily):
             extras = name
         return extras, "tokenizer"
 
+    def prefix_cache_refusal(self) -> str | None:
+        return None
+
     def decoder(self, text_encoder: nn.Module) -> nn.Module:
         return text_encoder.model.language_model
 

@@ -52,9 +52,10 @@ class PlaceholderConfig:
         metadata={"help": "pivot: steps (int) or fraction of train.steps (float) after which the vector freezes, "
                   "every prompt is encoded once and the text encoder is unloaded; null trains it throughout"},
     )
-    prefix_cache: bool = field(
-        default=True,
-        metadata={"help": "while the vector trains, compute the prompt positions before the token once per prefix"},
+    prefix_cache: bool | None = field(
+        default=None,
+        metadata={"help": "while the vector trains, compute the prompt positions before the token once per prefix; "
+                  "null: on for the model families that support it"},
     )
 
     def __post_init__(self) -> None:
@@ -113,7 +114,8 @@ class PlaceholderConfig:
                     f"{path}.stop_step {self.stop_step} is a float, so a fraction of train.steps: it must be "
                     "between 0 and 1 exclusive (write an integer for a step count)"
                 )
-        _check_type(path, "prefix_cache", self.prefix_cache, bool)
+        if self.prefix_cache is not None:
+            _check_type(path, "prefix_cache", self.prefix_cache, bool)
 
     def pivot_step(self, total_steps: int) -> int | None:
         """The step at which the vector freezes, for a run of ``total_steps``; ``None`` without a pivot.

@@ -17,13 +17,13 @@ import torch
 from ..devices import default_device
 from ..errors import ConfigError, PipelineError
 from ..fileio import atomic_file
-from ..models import DEFAULT_FAMILY
+from ..models import family_for_pipeline
 from ..weights.loader import LoadResult, load_zero_prior
 from ..weights.package import open_weights
 
 
 def load_pipeline(model: str | os.PathLike[str], device: str | None = None, dtype: torch.dtype | None = None) -> Any:
-    """Load a Qwen-Image pipeline by hub name or local folder (offline folders work); bf16 on a GPU.
+    """Load a pipeline of a supported family by hub name or local folder (offline folders work); bf16 on a GPU.
 
     A folder that does not exist, or a pipeline diffusers cannot load (files
     missing, a hub name not in the cache while offline), is a ``PipelineError``
@@ -39,12 +39,15 @@ def load_pipeline(model: str | os.PathLike[str], device: str | None = None, dtyp
                             "Qwen/Qwen-Image")
     device = default_device(device)
     dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    try:
-        pipe = DEFAULT_FAMILY.pipeline_type().from_pretrained(name, torch_dtype=dtype)
+    from diffusers import DiffusionPipeline
+
+    try:  # the class comes from the folder's model_index.json, so any supported family loads
+        pipe = DiffusionPipeline.from_pretrained(name, torch_dtype=dtype)
     except (OSError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise PipelineError(f"{name}: diffusers cannot load it as a pipeline ({reason}); pass a complete pipeline "
                             "folder, or download the model first (hf download NAME) when offline") from error
+    family_for_pipeline(pipe)  # a pipeline of a family zero-prior does not support is refused here
     return pipe.to(device)
 
 

@@ -1,191 +1,61 @@
-"""A tiny Qwen-Image with the real architecture, for CPU tests and the demo.
+"""Tiny random-weight pipelines of every supported model family, built once and cached.
 
-Every component is the real class (diffusers ``QwenImageTransformer2DModel``,
-``AutoencoderKLQwenImage``, ``FlowMatchEulerDiscreteScheduler``; transformers
-``Qwen2_5_VLForConditionalGeneration``; the real Qwen2.5-VL tokenizer) with a
-small config and seeded random weights, saved in the diffusers folder layout,
-so that code under test takes exactly the loading path it takes with the 20 B
-model. The facts placeholder training relies on are kept: a 152064-row,
-untied embedding (new token ids land on existing rows), rms_norm_eps 1e-6,
-mrope, an 8x VAE with 16 latent channels and 2x2 patches (32-pixel buckets).
+Each family's builder is its own module here (``qwen_image``, ...): the real
+diffusers and transformers classes with small configs, seeded weights and the
+real vocabulary, saved in the diffusers folder layout, so code under test takes
+the loading path it takes with the full model. This module picks the builder
+and keys the on-disk cache (``_cache``) by family, seed, build inputs and the
+library versions that decide the random init.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 
 from ..errors import ConfigError
-from ._cache import MANIFEST_NAME, cache_root, cached_build, folder_digests
-from .tokenizer import qwen_tokenizer_dir
+from . import qwen_image
+from ._cache import cache_root, cached_build
 
-# Bump when the configs or files below change, so cached builds are redone.
-BUILD_VERSION = "1"
-HEAD_DIM = 16  # text-encoder head dim; mrope_section below must sum to HEAD_DIM // 2
-MROPE_SECTION = [2, 3, 3]  # the real [16, 24, 24] scaled to a 16-dim head
-VOCAB_ROWS = 152064  # the real embedding height; the tokenizer uses 151665 of them
-
-# Qwen-Image's own scheduler settings (dynamic, exponential time shift).
-SCHEDULER_CONFIG = {
-    "base_image_seq_len": 256,
-    "base_shift": 0.5,
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": 0.9,
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": 0.02,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
-}
+# family name (zero_prior.models) -> its builder module (``build(out_dir, seed, **options)``, ``cache_inputs()``)
+BUILDERS: dict[str, ModuleType] = {"qwen_image": qwen_image}
 
 
-def _text_encoder_config(hidden: int):
-    """Qwen2.5-VL config: real vocabulary and token ids, two 64-wide layers, a 2-block vision tower."""
-    from transformers import Qwen2_5_VLConfig
+def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, family: str = "qwen_image", **options: int) -> Path:
+    """Write a tiny pipeline of ``family`` into ``out_dir`` (new or empty) and return its path.
 
-    heads = hidden // HEAD_DIM
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": VOCAB_ROWS,
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_hidden_layers": 2,
-            "num_attention_heads": heads,
-            "num_key_value_heads": heads // 2 if heads % 2 == 0 else heads,
-            "max_position_embeddings": 128000,
-            "rms_norm_eps": 1e-6,
-            "rope_parameters": {"rope_type": "default", "mrope_section": MROPE_SECTION, "rope_theta": 1000000.0},
-            "bos_token_id": 151643,
-            "eos_token_id": 151645,
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 16,
-            "intermediate_size": 32,
-            "num_heads": 2,
-            "out_hidden_size": hidden,
-            "fullatt_block_indexes": [1],
-        },
-        tie_word_embeddings=False,
-        dtype="float32",
-    )
-
-
-def _model_index() -> dict:
-    """``model_index.json`` naming the class of every component folder."""
-    from diffusers import __version__ as diffusers_version
-
-    return {
-        "_class_name": "QwenImagePipeline",
-        "_diffusers_version": diffusers_version,
-        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-        "text_encoder": ["transformers", "Qwen2_5_VLForConditionalGeneration"],
-        "tokenizer": ["transformers", "Qwen2Tokenizer"],
-        "transformer": ["diffusers", "QwenImageTransformer2DModel"],
-        "vae": ["diffusers", "AutoencoderKLQwenImage"],
-    }
-
-
-def _copy_tokenizer(destination: Path) -> None:
-    """Copy the cached real tokenizer's files (not its cache manifest)."""
-    destination.mkdir(parents=True)
-    for path in sorted(qwen_tokenizer_dir().iterdir()):
-        if path.is_file() and path.name != MANIFEST_NAME:
-            shutil.copyfile(path, destination / path.name)
-
-
-def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, text_hidden_size: int = 64) -> Path:
-    """Write a random-weight, real-architecture Qwen-Image pipeline folder and return its path.
-
-    Each component is initialised from its own ``seed``-derived generator
-    state, so the same seed gives byte-identical safetensors; the caller's
-    global RNG state is left untouched. Weights are fp32.
-
-    >>> import tempfile
-    >>> from diffusers import QwenImagePipeline
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     pipe = QwenImagePipeline.from_pretrained(build_tiny_pipeline(Path(tmp) / "tiny_qwen", seed=0))
-    ...     pipe("a photo", height=64, width=64, num_inference_steps=2).images[0].size
-    (64, 64)
+    The same seed gives byte-identical files; the caller's global RNG state is
+    left untouched. ``options`` go to the family's builder (e.g. ``text_hidden_size``).
     """
-    if text_hidden_size <= 0 or text_hidden_size % HEAD_DIM:
-        raise ConfigError(
-            f"text_hidden_size={text_hidden_size} must be a positive multiple of {HEAD_DIM} "
-            f"(the tiny text encoder uses {HEAD_DIM}-wide attention heads)"
-        )
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty; choose a new folder for the tiny pipeline or delete this one")
-
-    import torch
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    out.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        transformer = QwenImageTransformer2DModel(
-            patch_size=2,
-            in_channels=64,  # 16 latent channels x 2x2 patch
-            out_channels=16,
-            num_layers=2,
-            attention_head_dim=16,
-            num_attention_heads=4,
-            joint_attention_dim=text_hidden_size,
-            guidance_embeds=False,
-            axes_dims_rope=(4, 6, 6),  # even, sums to attention_head_dim
-        )
-        transformer.save_pretrained(out / "transformer", safe_serialization=True)
-
-        torch.manual_seed(seed + 1)
-        vae = AutoencoderKLQwenImage(
-            base_dim=16,
-            z_dim=16,
-            dim_mult=[1, 2, 4, 4],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],  # 8x spatial, like the real VAE
-        )
-        vae.save_pretrained(out / "vae", safe_serialization=True)
-
-        torch.manual_seed(seed + 2)
-        text_encoder = Qwen2_5_VLForConditionalGeneration(_text_encoder_config(text_hidden_size)).eval()
-        text_encoder.save_pretrained(out / "text_encoder")
-
-    FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
-    _copy_tokenizer(out / "tokenizer")
-    (out / "model_index.json").write_text(json.dumps(_model_index(), indent=2) + "\n", encoding="utf-8")
-    return out
+    return _builder(family).build(out_dir, seed=seed, **options)
 
 
-def cached_tiny_pipeline(seed: int = 0) -> Path:
-    """The tiny pipeline for ``seed``, built once under ``$ZERO_PRIOR_CACHE`` and then reused.
+def cached_tiny_pipeline(seed: int = 0, family: str = "qwen_image") -> Path:
+    """The tiny pipeline of ``family`` for ``seed``, built once under ``$ZERO_PRIOR_CACHE`` and then reused.
 
-    The cache is keyed by seed, build version, the library versions that
-    decide the random init, and the tokenizer's file hashes; a folder whose
-    files no longer match its manifest is rebuilt. Treat it as read-only.
+    A folder whose files no longer match its manifest is rebuilt. Treat it as read-only.
 
-    Example::
-
-        >>> cached_tiny_pipeline().name  # doctest: +ELLIPSIS
-        'tiny_qwen_image-v1-seed0-...'
+    >>> cached_tiny_pipeline().name  # doctest: +ELLIPSIS
+    'tiny_qwen_image-v1-seed0-...'
     """
-    tokenizer_files = json.dumps(folder_digests(qwen_tokenizer_dir()), sort_keys=True)
-    inputs = {
-        "build_version": BUILD_VERSION,
-        "seed": str(seed),
-        "tokenizer": hashlib.sha256(tokenizer_files.encode()).hexdigest(),
-        **{name: version(name) for name in ("torch", "diffusers", "transformers")},
-    }
+    builder = _builder(family)
+    inputs = {**builder.cache_inputs(), "family": family, "seed": str(seed),
+              **{name: version(name) for name in ("torch", "diffusers", "transformers")}}
     # The inputs' digest in the name keeps environments with other library versions
     # from rebuilding (and deleting) each other's folder.
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
-    target = cache_root() / f"tiny_qwen_image-v{BUILD_VERSION}-seed{seed}-{key}"
-    return cached_build(target, inputs, lambda folder: build_tiny_pipeline(folder, seed=seed))
+    target = cache_root() / f"tiny_{family}-v{inputs['build_version']}-seed{seed}-{key}"
+
+    def build(folder: Path) -> None:
+        builder.build(folder, seed=seed)
+
+    return cached_build(target, inputs, build)
+
+
+def _builder(family: str) -> ModuleType:
+    if family not in BUILDERS:
+        raise ConfigError(f"no tiny test bed for family {family!r}; choose one of {', '.join(sorted(BUILDERS))}")
+    return BUILDERS[family]

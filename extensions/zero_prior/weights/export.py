@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from ..errors import ExportError, FormatError
 from ..fileio import atomic_file, atomic_folder, describe_os_error
-from ..models import DEFAULT_FAMILY
+from ..models import DEFAULT_FAMILY, family_named
 from .format import METADATA_KEY, read_header, save_lora_file
 from .package import META_JSON, ZIP_LORA_MEMBER, WeightsPackage, describe_weights, open_weights
 
@@ -157,7 +157,8 @@ def _comfyui_readme(lora_name: str, embeddings: list[tuple[str, str, list[int]]]
 
 def _write_diffusers(package: WeightsPackage, folder: Path) -> ExportResult:
     # diffusers' own reading of the file: exactly the tensors load_zero_prior would load.
-    pipeline = DEFAULT_FAMILY.pipeline_type()
+    family = family_named(package.record.family) if package.record is not None else DEFAULT_FAMILY
+    pipeline = family.pipeline_type()
     state = pipeline.lora_state_dict(str(package.lora_file.parent), weight_name=package.lora_file.name)
     foreign = sorted(key for key in state if not key.startswith("transformer."))
     if foreign:

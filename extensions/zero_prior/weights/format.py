@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from ..placeholder.splice import PlaceholderEmbedding
 
 METADATA_KEY = "zero_prior"
+# Files written before the family was recorded hold Qwen-Image vectors (``models.qwen_image``).
+DEFAULT_FAMILY_NAME = "qwen_image"
 # The fix for a file whose record is damaged.
 _DAMAGED = "use the file the training wrote, or download it again"
 FORMAT_NAME = "zero-prior"
@@ -81,6 +83,8 @@ class ZeroPriorRecord:
     base_model: str | None = None
     training_step: int | None = None
     library_version: str = ""
+    # The model family (``models``) the vectors belong to; files from before families were recorded are Qwen-Image.
+    family: str = DEFAULT_FAMILY_NAME
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +96,7 @@ def to_record(
     base_model: str | None = None,
     training_step: int | None = None,
     extra: dict[str, Any] | None = None,
+    family: str = DEFAULT_FAMILY_NAME,
 ) -> ZeroPriorRecord:
     """Describe trained placeholders (``placeholder.splice`` modules) as a file record, vectors copied to CPU fp32.
 
@@ -118,6 +123,7 @@ def to_record(
         base_model=base_model,
         training_step=training_step,
         library_version=__version__,
+        family=family,
         extra=dict(extra or {}),
     )
 
@@ -167,6 +173,7 @@ def encode_record(record: ZeroPriorRecord) -> str:
             "format_version": record.format_version,
             "library_version": record.library_version,
             "base_model": record.base_model,
+            "family": record.family,
             "hidden_size": int(record.hidden_size),
             "tokenizer_length": int(record.tokenizer_length),
             "training_step": record.training_step,
@@ -209,6 +216,7 @@ def decode_record(text: str, source: str = "metadata") -> ZeroPriorRecord:
         hidden_size=hidden,
         tokenizer_length=_field(data, "tokenizer_length", int, source),
         base_model=data.get("base_model"),
+        family=_optional(data, "family", str, DEFAULT_FAMILY_NAME, source),
         training_step=data.get("training_step"),
         library_version=data.get("library_version", ""),
         format_version=version,
@@ -329,4 +337,11 @@ def _field(data: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}; {_DAMAGED}")
+    return value
+
+
+def _optional(data: Mapping[str, Any], key: str, kind: type, default: Any, source: str) -> Any:
+    value = data.get(key, default)
+    if not isinstance(value, kind):
+        raise FormatError(f"{source}: zero-prior metadata field {key!r} is not {kind.__name__}; {_DAMAGED}")
     return value

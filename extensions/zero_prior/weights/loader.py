@@ -33,7 +33,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..errors import FormatError, PlaceholderError
-from ..models import ModelFamily, family_for_pipeline
+from ..models import FAMILY_NAMES, ModelFamily, family_for_pipeline, family_named
 from ..placeholder.config import PlaceholderConfig
 from ..placeholder.expansion import install_expansion, remove_expansion
 from ..placeholder.splice import ensure_embedding_rows
@@ -157,6 +157,10 @@ def _load(
 ) -> LoadResult:
     record, label = package.record, package.label
     family = family_for_pipeline(pipe)
+    if record is not None and record.family != family.name:
+        trained_for = family_named(record.family).label if record.family in FAMILY_NAMES else record.family
+        raise FormatError(f"{label} was trained for {trained_for}, but this is a {family.label} pipeline "
+                          f"({type(pipe).__name__}); load it into a {trained_for} pipeline")
     tokenizer, text_encoder = family.tokenizer(pipe), family.text_encoder(pipe)
     state = applied_state(text_encoder)
     plan = _plan_placeholders(tokenizer, text_encoder, family, record, label, token_scale) if record else []

@@ -65,9 +65,8 @@ def encode_once(prompts: Iterable[str], encode: Callable[[str], PromptEmbeds], p
     embeds: dict[str, PromptEmbeds] = {}
     with torch.no_grad():
         for prompt in dict.fromkeys(prompts):
-            result = encode(prompt)
-            embeds[prompt] = PromptEmbeds(result.text_embeds.detach().cpu(),
-                                          attention_mask=result.attention_mask.cpu())
+            # PromptEmbeds' own detach/to: the embeddings may be one tensor or a list of per-prompt tensors.
+            embeds[prompt] = encode(prompt).detach().to("cpu")
     return FrozenPrompts(embeds, pivot_step)
 
 

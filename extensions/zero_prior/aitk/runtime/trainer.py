@@ -118,8 +118,9 @@ class ZeroPriorTrainer(SDTrainer):
             self._text_encoder_sha256 = module_sha256(self.sd.text_encoder[0])
         self.sd.placeholder_tokens = [placeholder.registered for placeholder in self.placeholders]
         self.sd.record_builder = self._record
-        if self.zero_prior.placeholder.prefix_cache:
-            self.sd.prefix_cache = PrefixCache.from_pipeline(self.sd.pipeline, self.placeholders)
+        if self.zero_prior.prefix_cache:
+            ids = [i for placeholder in self.placeholders for i in placeholder.registered.token_ids]
+            self.sd.prefix_cache = PrefixCache(self.sd.text_encoder[0], tokenizer, ids, family=family)
         for placeholder in self.placeholders:
             registered = placeholder.registered
             print_acc(
@@ -314,6 +315,7 @@ class ZeroPriorTrainer(SDTrainer):
             base_model=self.model_config.name_or_path,
             training_step=self.step_num,
             extra=extra,
+            family=self.zero_prior.family.name,
         )
 
     def _restore_placeholders(self, path: str) -> None:

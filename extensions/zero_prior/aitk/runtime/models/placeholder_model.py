@@ -41,7 +41,7 @@ class PlaceholderModelMixin:
         # ... and every prompt's embeddings from the pivot on.
         self.frozen_prompts: FrozenPrompts | None = None
 
-    def get_prompt_embeds(self, prompt: str | list[str]) -> PromptEmbeds:
+    def get_prompt_embeds(self, prompt: str | list[str], *args: Any, **kwargs: Any) -> PromptEmbeds:
         """Encode with each multi-vector placeholder expanded to its consecutive entries.
 
         After the pivot the prompts come from ``frozen_prompts`` (keyed as
@@ -54,7 +54,7 @@ class PlaceholderModelMixin:
             return self.frozen_prompts.lookup(prompts, self.device_torch)
         expanded = [expand_prompt(text, self.placeholder_tokens) for text in prompts]
         if self.prefix_cache is None or not torch.is_grad_enabled():
-            return super().get_prompt_embeds(expanded)
+            return super().get_prompt_embeds(expanded, *args, **kwargs)
         if self.pipeline.text_encoder.device != self.device_torch:
             self.pipeline.text_encoder.to(self.device_torch)
         embeds, mask = self.prefix_cache.encode(expanded, device=self.device_torch)
