@@ -72,7 +72,7 @@ REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
     ("not_lora_network", set_key("network", "type", value="lokr"),
      "config.process[0].network.type is 'lokr'"),
     ("lstrip", set_key("placeholder", "lstrip", value=True),
-     "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
+     "config.process[0].placeholder.lstrip: true is not supported (the token would absorb"),
     ("trigger_word_without_token", set_key("trigger_word", value="sks"),
      "config.process[0].trigger_word 'sks' does not contain the placeholder token '<zwx>'"),
     ("stop_step_not_before_steps", set_key("placeholder", "stop_step", value=4),

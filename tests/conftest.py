@@ -29,6 +29,12 @@ def tiny_pipeline_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_zimage_dir() -> Path:
+    """Folder of the seed-0 tiny Z-Image pipeline (``ZImagePipeline`` layout). Read-only."""
+    return cached_tiny_pipeline(seed=0, family="zimage")
+
+
+@pytest.fixture(scope="session")
 def session_tokenizer():
     """The real Qwen2.5-VL ``Qwen2Tokenizer``, loaded once; tests get their own copy (``qwen_tokenizer``)."""
     return load_qwen_tokenizer()

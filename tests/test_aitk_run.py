@@ -14,57 +14,35 @@ in-process in ``test_aitk_rules.py``.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import tinytrain
 import torch
-from aitk_cases import REFUSALS, TINY_CONFIG, TOKEN
+from aitk_cases import REFUSALS, TOKEN
+from aitk_jobs import JOB, Run, grad_norms, job_config, run_jobs, stage_with_probe
 from safetensors.torch import load_file
 
 from zero_prior.aitk.launch import (
-    load_config_template,
-    run_ai_toolkit,
-    stage_ai_toolkit,
     write_config,
 )
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
 
-PROBE_DIR = Path(__file__).resolve().parent / "aitk_probe"
-JOB = "tiny_zero_prior"  # config.name in tiny_cpu.yaml: ai-toolkit's checkpoint prefix
 VECTORS = 2  # the runs train a two-vector placeholder, so prompts must be expanded to "<zwx><zwx_1>"
-RUN_TIMEOUT = 600
 
 
 # --- real run.py ------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """One job's outcome: the shared run.py output and the job's checkpoint folder."""
-
-    output: str
-    save_root: Path
-
-    @property
-    def final(self) -> Path:
-        return self.save_root / f"{JOB}.safetensors"
-
-    def step(self, number: int) -> Path:
-        return self.save_root / f"{JOB}_{number:09d}.safetensors"
-
-
 @pytest.fixture(scope="module")
 def aitk_root(ai_toolkit_checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A staged ai-toolkit root seeing this package and the probe; the real checkout stays untouched."""
-    return stage_ai_toolkit(ai_toolkit_checkout, tmp_path_factory.mktemp("staged"), {"zero_prior_probe": PROBE_DIR})
+    return stage_with_probe(ai_toolkit_checkout, tmp_path_factory.mktemp("staged"))
 
 
 @pytest.fixture(scope="module")
@@ -81,27 +59,6 @@ def datasets(workdir: Path) -> dict[str, Path]:
     }
 
 
-def _config(
-    tiny_pipeline_dir: Path, dataset: Path, training_folder: Path, change: Callable[[dict], None] | None = None
-) -> dict:
-    config = load_config_template(
-        TINY_CONFIG,
-        {"MODEL_PATH": str(tiny_pipeline_dir), "DATASET_PATH": str(dataset), "TRAINING_FOLDER": str(training_folder)},
-    )
-    if change is not None:
-        change(config["config"]["process"][0])
-    return config
-
-
-def _run(root: Path, config_paths: list[Path], recover: bool = False, launcher: tuple[str, ...] = (),
-         env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT) -> str:
-    result = run_ai_toolkit(root, config_paths, recover=recover, env={"HF_HUB_OFFLINE": "1", **(env or {})},
-                            timeout=timeout, launcher=launcher)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
-
-
 @pytest.fixture(scope="module")
 def zero_prior_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_pipeline_dir: Path) -> Run:
     """4 steps with the placeholder (probe process), saves at 2 and 4, samples at 2 and 4."""
@@ -113,8 +70,9 @@ def zero_prior_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], ti
                                     "trigger_word": "fish"})
 
     folder = workdir / "zero_prior"
-    path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "zero_prior.yaml")
-    return Run(_run(aitk_root, [path]), folder / JOB)
+    config = job_config(tiny_pipeline_dir, datasets["subject"], folder, change)
+    path = write_config(config, workdir / "zero_prior.yaml")
+    return Run(run_jobs(aitk_root, [path]), folder / JOB)
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +94,8 @@ def resumed_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_
         process["logging"]["log_every"] = 1
         process["model"].update(quantize_te=True, qtype_te="qfloat8")
 
-    path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "resumed.yaml")
-    return Run(_run(aitk_root, [path]), folder / JOB)
+    path = write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "resumed.yaml")
+    return Run(run_jobs(aitk_root, [path]), folder / JOB)
 
 
 # Refused by the preflight (the files a config points at), before ai-toolkit loads the model or writes a file:
@@ -165,7 +123,7 @@ def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str
     preflight = [(name, change(workdir), message) for name, change, message in PREFLIGHT_REFUSALS]
     for name, change, _ in [*REFUSALS, *preflight]:
         folder = workdir / f"refused_{name}"
-        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change),
+        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change),
                                   workdir / f"refused_{name}.yaml"))
         runs[name] = Run("", folder / JOB)
     for name, process_type in (("baseline_ours", "zero_prior_trainer"), ("baseline_builtin", "sd_trainer")):
@@ -176,10 +134,10 @@ def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str
             process["train"].update(train_placeholder_token=False, disable_sampling=True)
 
         folder = workdir / name
-        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change),
+        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change),
                                   workdir / f"{name}.yaml"))
         runs[name] = Run("", folder / JOB)
-    output = _run(aitk_root, paths, recover=True)
+    output = run_jobs(aitk_root, paths, recover=True)
     return {name: Run(output, run.save_root) for name, run in runs.items()}
 
 
@@ -188,14 +146,6 @@ def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def _grad_norms(output: str, step: int) -> dict[str, float]:
-    """Per-vector gradient norms from the trainer's telemetry line(s) for ``step``."""
-    pattern = rf"zero-prior step {step}: placeholder/{re.escape(TOKEN)}/(\d+) norm \S+ grad_norm (\S+)"
-    found = re.findall(pattern, output)
-    assert len(found) == VECTORS, f"no telemetry for every vector at step {step}"
-    return {index: float(value) for index, value in found}
 
 
 def test_toggle_on_saves_the_placeholder_and_toggle_off_is_a_plain_lora(
@@ -217,7 +167,7 @@ def test_the_vector_trains_and_the_text_encoder_does_not(zero_prior_run: Run) ->
     assert not torch.equal(at_2.placeholders[0].vectors, at_4.placeholders[0].vectors)
     assert (at_2.training_step, at_4.training_step) == (2, 4)
     # Every vector got a gradient: "[trigger]" in the captions became the token, expanded to all its entries.
-    assert min(_grad_norms(zero_prior_run.output, 2).values()) > 0
+    assert min(grad_norms(zero_prior_run.output, 2, VECTORS).values()) > 0
     probe = json.loads((zero_prior_run.save_root.parent / "probe.json").read_text())
     assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
 
@@ -272,7 +222,7 @@ def test_resume_restores_the_vector_bit_exactly_and_continues(zero_prior_run: Ru
 
 def test_gradient_reaches_the_placeholder_through_a_quantized_text_encoder(resumed_run: Run) -> None:
     assert "Quantizing Text Encoder" in resumed_run.output
-    assert min(_grad_norms(resumed_run.output, 5).values()) > 0
+    assert min(grad_norms(resumed_run.output, 5, VECTORS).values()) > 0
 
 
 @pytest.mark.parametrize("name, message", [(r[0], r[2]) for r in [*REFUSALS, *PREFLIGHT_REFUSALS]],
@@ -318,9 +268,9 @@ def pivot_and_full_encode_runs(aitk_root: Path, workdir: Path, datasets: dict[st
     paths, folders = [], {}
     for name, change in (("pivot", pivot), ("full_encode", full_encode)):
         folders[name] = workdir / name
-        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
+        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
                                   workdir / f"{name}.yaml"))
-    output = _run(aitk_root, paths)
+    output = run_jobs(aitk_root, paths)
     return {name: Run(output, folder / JOB) for name, folder in folders.items()}
 
 
@@ -349,9 +299,9 @@ def resumed_after_pivot(aitk_root: Path, workdir: Path, datasets: dict[str, Path
             process["train"]["steps"] = 10
             process["datasets"][0]["caption_dropout_rate"] = 0.5
 
-        paths.append(write_config(_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
+        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
                                   workdir / f"{name}.yaml"))
-    output = _run(aitk_root, paths, recover=True)
+    output = run_jobs(aitk_root, paths, recover=True)
     return {name: Run(output, folder / JOB) for name, folder in folders.items()}
 
 
@@ -472,9 +422,11 @@ def two_process_runs(aitk_root: Path, workdir: Path, datasets: dict[str, Path],
             (folder / JOB).mkdir(parents=True)
             for file in ("optimizer.pt", runs["two_processes"].step(2).name):
                 shutil.copy2(runs["two_processes"].save_root / file, folder / JOB / file)
-        path = write_config(_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / f"{name}.yaml")
+        path = write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change),
+                            workdir / f"{name}.yaml")
         # A rank that started at another step would wait in a collective forever: a short timeout.
-        runs[name] = Run(_run(aitk_root, [path], launcher=TWO_RANKS, env=TWO_RANKS_ENV, timeout=240), folder / JOB)
+        output = run_jobs(aitk_root, [path], launcher=TWO_RANKS, env=TWO_RANKS_ENV, timeout=240)
+        runs[name] = Run(output, folder / JOB)
     return runs
 
 

@@ -43,7 +43,7 @@ def test_yaml_style_values_are_coerced():
         ({"lr": 0}, "config.process[0].placeholder.lr must be in (0, 1], got 0.0"),
         ({"weight_decay": 2}, "config.process[0].placeholder.weight_decay must be in [0, 1], got 2.0"),
         ({"lstrip": "yes"}, "config.process[0].placeholder.lstrip must be true or false, got str 'yes'"),
-        ({"lstrip": True}, "config.process[0].placeholder.lstrip: true is not supported on Qwen-Image"),
+        ({"lstrip": True}, "config.process[0].placeholder.lstrip: true is not supported (the token would absorb"),
         ({"stop_step": 0}, "config.process[0].placeholder.stop_step must be at least 1 step, got 0"),
         ({"stop_step": 1.0}, "config.process[0].placeholder.stop_step 1.0 is a float, so a fraction of train.steps"),
         ({"stop_step": True}, "config.process[0].placeholder.stop_step must be a step count (integer) or a fraction"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import QwenImagePipeline
+from diffusers import DiffusionPipeline, QwenImagePipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 
@@ -29,10 +29,10 @@ LORA_RANK = 4
 PROMPT = "a photo of <zwx>, smiling"
 
 
-_PRISTINE: dict[tuple[str, torch.dtype], QwenImagePipeline] = {}
+_PRISTINE: dict[tuple[str, torch.dtype], DiffusionPipeline] = {}
 
 
-def load_pipe(model_dir: Path, dtype: torch.dtype = torch.float32) -> QwenImagePipeline:
+def load_pipe(model_dir: Path, dtype: torch.dtype = torch.float32) -> DiffusionPipeline:
     """A pipeline of ``model_dir`` as ``from_pretrained`` gives it, of its own (tests may change it freely).
 
     The folder is loaded once per process; each call copies that pristine
@@ -41,7 +41,7 @@ def load_pipe(model_dir: Path, dtype: torch.dtype = torch.float32) -> QwenImageP
     """
     key = (str(model_dir), dtype)
     if key not in _PRISTINE:
-        _PRISTINE[key] = QwenImagePipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
+        _PRISTINE[key] = DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
     pristine = _PRISTINE[key]
     parts = {name: light_copy(part) if name == "tokenizer" else copy.deepcopy(part)
              for name, part in pristine.components.items()}

@@ -108,7 +108,7 @@ class ZeroPriorProbeExtension(Extension):
 
                 def capture(prompt: Any, *args: Any, **kwargs: Any) -> Any:
                     embeds = encode(prompt, *args, **kwargs)
-                    captured.append((prompt, embeds.text_embeds.detach().clone()))
+                    captured.append((prompt, _copied(embeds.text_embeds)))
                     return embeds
 
                 self.sd.encode_prompt = capture
@@ -123,7 +123,7 @@ class ZeroPriorProbeExtension(Extension):
                         self.probe_samples.append({
                             "step": step,
                             "prompt": prompt,
-                            "equal": bool(torch.equal(used, reference)),
+                            "equal": _equal(used, reference),
                             "vector_norm": float(self.placeholders[0].vectors.norm()),
                         })
 
@@ -137,7 +137,7 @@ class ZeroPriorProbeExtension(Extension):
                 try:
                     with torch.no_grad():
                         embedding.weight[ids] = placeholder.vectors.to(embedding.weight.dtype)
-                        return self.sd.encode_prompt(prompt, force_all=True).text_embeds.detach().clone()
+                        return _copied(self.sd.encode_prompt(prompt, force_all=True).text_embeds)
                 finally:
                     with torch.no_grad():
                         embedding.weight[ids] = saved
@@ -162,6 +162,22 @@ class ZeroPriorProbeExtension(Extension):
                         json.dump(result, handle, indent=2)
 
         return ZeroPriorProbe
+
+
+Embeds = torch.Tensor | list[torch.Tensor]  # Qwen-Image: one padded tensor; Z-Image: one tensor per prompt
+
+
+def _copied(embeds: Embeds) -> Embeds:
+    if isinstance(embeds, (list, tuple)):
+        return [tensor.detach().clone() for tensor in embeds]
+    return embeds.detach().clone()
+
+
+def _equal(a: Embeds, b: Embeds) -> bool:
+    if isinstance(a, list) != isinstance(b, list):
+        return False
+    pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
+    return all(torch.equal(x, y) for x, y in pairs)
 
 
 def _digests(module: torch.nn.Module) -> dict[str, str]:

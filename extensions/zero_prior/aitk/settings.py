@@ -135,7 +135,7 @@ def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) ->
 
     ``trigger_word`` defaults to the token (ai-toolkit copies it into every
     dataset config inside ``SDTrainer.__init__``, so it must be set before
-    that), and the model arch becomes this extension's Qwen-Image subclass.
+    that), and the model arch becomes this extension's subclass for the model's family.
     The user's dict is left as written, so the ``config.yaml`` ai-toolkit
     saves next to the LoRA is the one the user ran.
     """
@@ -160,8 +160,8 @@ def _refuse_conflicts(block: Block, train: Block, placeholder: PlaceholderConfig
     if process.get("embedding") is not None:
         raise ConfigError(
             f"{path}.embedding cannot be used with train.{TOGGLE}: true (ai-toolkit's textual inversion does not "
-            "train Qwen-Image tokens and would make the whole embedding matrix trainable); remove the embedding "
-            "section, the placeholder block replaces it"
+            "train tokens of LLM text encoders and would make the whole embedding matrix trainable); remove the "
+            "embedding section, the placeholder block replaces it"
         )
     if process.get("network") is None:
         raise ConfigError(

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the root parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="zero-prior",
-        description="Zero-prior placeholder tokens for Qwen-Image LoRAs.",
+        description="Zero-prior placeholder tokens for LoRAs of Qwen-Image and the other LLM-encoder models.",
     )
     parser.add_argument(
         "--traceback", action="store_true", help="show the full traceback on errors"

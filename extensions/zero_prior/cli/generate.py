@@ -1,4 +1,4 @@
-"""``zero-prior generate``: one image from a Qwen-Image folder and an optional zero-prior LoRA."""
+"""``zero-prior generate``: one image from a pipeline folder (any supported family) and an optional zero-prior LoRA."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("generate", help="generate an image with a zero-prior LoRA (progress bar shown)")
-    parser.add_argument("--model", required=True, help="Qwen-Image pipeline folder or hub name (e.g. Qwen/Qwen-Image)")
+    parser.add_argument("--model", required=True,
+                        help="pipeline folder or hub name (e.g. Qwen/Qwen-Image, Tongyi-MAI/Z-Image-Turbo)")
     parser.add_argument("--lora", help="LoRA .safetensors written by a zero-prior or baseline training")
     parser.add_argument("--prompt", required=True, help='prompt, e.g. "a photo of <zwx> on a beach"')
     parser.add_argument("--out", required=True, help="output image path (.png)")
@@ -17,7 +18,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--cfg", type=float, default=1.0, help="true CFG scale (>1 uses --negative-prompt)")
+    parser.add_argument("--cfg", type=float, default=1.0,
+                        help="CFG scale (true_cfg_scale; guidance_scale on Z-Image); above 1 uses --negative-prompt")
     parser.add_argument("--negative-prompt", default=None)
     parser.set_defaults(run=run)
 

@@ -1,4 +1,4 @@
-"""``zero-prior tiny-model``: write the tiny Qwen-Image test bed (and optionally a subject data set).
+"""``zero-prior tiny-model``: write a tiny test bed of a model family (and optionally a subject data set).
 
 Lets a user try the whole train -> save -> load -> generate path on a laptop
 CPU in seconds, with the real architectures and the real tokenizer.
@@ -9,21 +9,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..testbed.tiny_model import BUILDERS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``tiny-model`` subcommand."""
     parser = subparsers.add_parser(
         "tiny-model",
-        help="write a tiny random-weight Qwen-Image pipeline folder for CPU tests",
+        help="write a tiny random-weight pipeline folder (Qwen-Image or another family) for CPU tests",
         description=(
-            "Write a diffusers-layout Qwen-Image folder with the real classes, tiny configs, "
-            "seeded random fp32 weights and the real Qwen2.5-VL tokenizer; optionally also "
+            "Write a diffusers-layout pipeline folder of a model family with the real classes, tiny configs, "
+            "seeded random fp32 weights and the family's real tokenizer; optionally also "
             "a procedurally drawn subject data set (NNN.png + NNN.txt)."
         ),
     )
     parser.add_argument("--out", type=Path, required=True, help="new or empty folder for the pipeline")
     parser.add_argument("--seed", type=int, default=0, help="weight seed; the same seed gives identical files")
-    parser.add_argument("--family", default="qwen_image", help="model family to build (default qwen_image)")
+    parser.add_argument("--family", default="qwen_image", choices=sorted(BUILDERS),
+                        help="model family to build (default qwen_image)")
     parser.add_argument("--subject", type=Path, help="also write a subject data set into this folder")
     parser.add_argument("--num-images", type=int, default=8, help="subject images to draw (default 8)")
     parser.add_argument("--size", type=int, default=64, help="subject image side in pixels (default 64)")

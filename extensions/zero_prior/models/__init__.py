@@ -11,8 +11,9 @@ from typing import Any
 from ..errors import PipelineError
 from .family import ModelFamily
 from .qwen_image import QWEN_IMAGE
+from .z_image import Z_IMAGE
 
-FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE,)
+FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE, Z_IMAGE)
 FAMILY_NAMES = tuple(family.name for family in FAMILIES)
 DEFAULT_FAMILY = QWEN_IMAGE
 

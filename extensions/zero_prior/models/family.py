@@ -38,6 +38,8 @@ class ModelFamily:
     prompt_template: str  # ``{}`` is the user's prompt
     drop_idx: int  # leading template positions the pipeline drops from the encoder output
     max_length: int  # the pipeline's tokenizer_max_length (user prompt positions)
+    # The pipeline's call argument for classifier-free guidance (on above 1, with the negative prompt).
+    cfg_argument: str = "true_cfg_scale"
 
     def prefix_cache_refusal(self) -> str | None:
         """Why ``training.prefix_cache`` cannot encode this family's prompts, or None when it can."""

@@ -41,7 +41,7 @@ class PlaceholderConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the placeholder group"})
     lstrip: bool = field(
         default=False,
-        metadata={"help": "stored with the token; must stay false on Qwen-Image (see validate)"},
+        metadata={"help": "stored with the token; must stay false (see validate)"},
     )
     verify_text_encoder: bool = field(
         default=False,
@@ -97,7 +97,7 @@ class PlaceholderConfig:
             # An lstrip token swallows the template's newline before a prompt-initial token,
             # shifting the 34 positions the pipeline drops, so the token itself would be dropped.
             raise ConfigError(
-                f"{path}.lstrip: true is not supported on Qwen-Image (the token would absorb the prompt "
+                f"{path}.lstrip: true is not supported (the token would absorb the prompt "
                 "template's newline and be dropped with the template); set lstrip: false"
             )
         _check_type(path, "verify_text_encoder", self.verify_text_encoder, bool)

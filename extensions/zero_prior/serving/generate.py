@@ -65,18 +65,22 @@ def generate_images(
 
     Prompts are generated one by one: diffusers pairs masks with the wrong
     prompts when several prompts share a call with ``num_images_per_prompt > 1``.
+    ``true_cfg_scale`` goes to the family's guidance argument (Qwen-Image's
+    ``true_cfg_scale``, Z-Image's ``guidance_scale``); above 1 it uses
+    ``negative_prompt``.
 
     Example::
 
         generate_images(pipe, ["a photo of <zwx>"], seed=1, steps=4, height=64, width=64)
     """
+    guidance = {family_for_pipeline(pipe).cfg_argument: true_cfg_scale}
     images = []
     for prompt in prompts:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         output = pipe(
             prompt=prompt,
             negative_prompt=negative_prompt,
-            true_cfg_scale=true_cfg_scale,
+            **guidance,
             num_inference_steps=steps,
             height=height,
             width=width,

@@ -93,10 +93,10 @@ def _model_index() -> dict:
     }
 
 
-def _copy_tokenizer(destination: Path) -> None:
-    """Copy the cached real tokenizer's files (not its cache manifest)."""
+def copy_tokenizer(source: Path, destination: Path) -> None:
+    """Copy a cached tokenizer folder's files (not its cache manifest) into a pipeline folder."""
     destination.mkdir(parents=True)
-    for path in sorted(qwen_tokenizer_dir().iterdir()):
+    for path in sorted(source.iterdir()):
         if path.is_file() and path.name != MANIFEST_NAME:
             shutil.copyfile(path, destination / path.name)
 
@@ -159,7 +159,7 @@ def build(out_dir: str | Path, seed: int = 0, text_hidden_size: int = 64) -> Pat
         text_encoder.save_pretrained(out / "text_encoder")
 
     FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
-    _copy_tokenizer(out / "tokenizer")
+    copy_tokenizer(qwen_tokenizer_dir(), out / "tokenizer")
     (out / "model_index.json").write_text(json.dumps(_model_index(), indent=2) + "\n", encoding="utf-8")
     return out
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import TinyModelError
 from ..fileio import sha256_file
-from ._cache import cache_root, cached_build
+from ._cache import cache_root, cached_build, folder_digests
 
 if TYPE_CHECKING:
     from transformers import Qwen2Tokenizer
@@ -65,6 +66,22 @@ ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|file_sep|>", False),
 )
 TOKENIZER_LENGTH = NUM_RANKS + len(ADDED_TOKENS)  # 151665
+# Qwen3 (Z-Image's and FLUX.2 [klein]'s text encoders) keeps those ids and adds four plain entries after them.
+QWEN3_ADDED_TOKENS = ADDED_TOKENS + (
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
+)
+QWEN3_TOKENIZER_LENGTH = NUM_RANKS + len(QWEN3_ADDED_TOKENS)  # 151669
+QWEN3_CACHE_DIRNAME = "qwen3_tokenizer"
+# A chat template written for the test bed that renders what Qwen3's own template renders for the calls the
+# pipelines make (one user message, a generation prompt, thinking on or off); it is not Qwen's template.
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
 
 _INSTALL_HINT = (
     "pip install dashscope (or pip install 'zero-prior[test]'), "
@@ -151,7 +168,7 @@ def ranks_to_vocab_and_merges(ranks: dict[bytes, int]) -> tuple[dict[str, int], 
     return vocab, merges
 
 
-def _tokenizer_config() -> dict:
+def _tokenizer_config(added_tokens: tuple[tuple[str, bool], ...] = ADDED_TOKENS) -> dict:
     """``tokenizer_config.json`` mirroring Qwen-Image's: eos and pad ``<|endoftext|>``, no bos."""
     added = {
         str(NUM_RANKS + index): {
@@ -162,13 +179,13 @@ def _tokenizer_config() -> dict:
             "single_word": False,
             "special": special,
         }
-        for index, (content, special) in enumerate(ADDED_TOKENS)
+        for index, (content, special) in enumerate(added_tokens)
     }
     return {
         "add_bos_token": False,
         "add_prefix_space": False,
         "added_tokens_decoder": added,
-        "additional_special_tokens": [content for content, special in ADDED_TOKENS[1:] if special],
+        "additional_special_tokens": [content for content, special in added_tokens[1:] if special],
         "bos_token": None,
         "clean_up_tokenization_spaces": False,
         "eos_token": "<|endoftext|>",
@@ -236,3 +253,31 @@ def load_qwen_tokenizer() -> Qwen2Tokenizer:
     from transformers import Qwen2Tokenizer
 
     return Qwen2Tokenizer.from_pretrained(qwen_tokenizer_dir())
+
+
+def write_qwen3_tokenizer_folder(folder: Path, base: Path) -> None:
+    """The Qwen3 tokenizer from the Qwen2.5-VL folder ``base``: same ranks, its added tokens, eos ``<|im_end|>``."""
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(base / name, folder / name)
+    config = {**_tokenizer_config(QWEN3_ADDED_TOKENS), "eos_token": "<|im_end|>", "chat_template": QWEN3_CHAT_TEMPLATE}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n",
+                                                  encoding="utf-8")
+    loaded = len(AutoTokenizer.from_pretrained(folder))
+    if loaded != QWEN3_TOKENIZER_LENGTH:
+        raise TinyModelError(f"built tokenizer in {folder} has {loaded} tokens, expected {QWEN3_TOKENIZER_LENGTH}")
+
+
+def qwen3_tokenizer_dir() -> Path:
+    """Build (once) and return the folder of the Qwen3 tokenizer (151669 entries, a new token gets 151669).
+
+    >>> from transformers import AutoTokenizer
+    >>> len(AutoTokenizer.from_pretrained(qwen3_tokenizer_dir()))
+    151669
+    """
+    base = qwen_tokenizer_dir()
+    inputs = {"qwen2.5": json.dumps(folder_digests(base), sort_keys=True), "build_version": BUILD_VERSION}
+    target = cache_root() / QWEN3_CACHE_DIRNAME
+    return cached_build(target, inputs, lambda folder: write_qwen3_tokenizer_folder(folder, base))

@@ -1,5 +1,6 @@
 """ai-toolkit model subclasses for placeholder training, one module per family; ``AI_TOOLKIT_MODELS`` lists them."""
 
 from .qwen_image import QwenImageZeroPriorModel
+from .z_image import ZImageZeroPriorModel
 
-AI_TOOLKIT_MODELS = [QwenImageZeroPriorModel]
+AI_TOOLKIT_MODELS = [QwenImageZeroPriorModel, ZImageZeroPriorModel]

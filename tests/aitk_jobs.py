@@ -1,0 +1,74 @@
+"""Writing tiny jobs, running them through ai-toolkit's real ``run.py`` and reading what they left.
+
+Shared by every test module that runs ``run.py`` (``test_aitk_run.py`` on
+Qwen-Image, ``test_family_*.py`` on the other families), so each runs and
+reads jobs the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aitk_cases import TINY_CONFIG, TOKEN
+
+from zero_prior.aitk.launch import load_config_template, run_ai_toolkit, stage_ai_toolkit
+
+PROBE_DIR = Path(__file__).resolve().parent / "aitk_probe"
+
+JOB = "tiny_zero_prior"  # config.name in tiny_cpu.yaml: ai-toolkit's checkpoint prefix
+RUN_TIMEOUT = 600
+
+
+@dataclass
+class Run:
+    """One job's outcome: the shared run.py output and the job's checkpoint folder."""
+
+    output: str
+    save_root: Path
+
+    @property
+    def final(self) -> Path:
+        return self.save_root / f"{JOB}.safetensors"
+
+    def step(self, number: int) -> Path:
+        return self.save_root / f"{JOB}_{number:09d}.safetensors"
+
+
+def stage_with_probe(checkout: Path, folder: Path) -> Path:
+    """A staged ai-toolkit root seeing this package and the probe (process type ``zero_prior_probe``)."""
+    return stage_ai_toolkit(checkout, folder, {"zero_prior_probe": PROBE_DIR})
+
+
+def job_config(model: Path, dataset: Path, training_folder: Path, change: Callable[[dict], None] | None = None,
+               arch: str | None = None) -> dict:
+    """``tiny_cpu.yaml`` with its paths filled, the model's ``arch`` (default Qwen-Image's) and ``change`` applied."""
+    config = load_config_template(
+        TINY_CONFIG, {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "TRAINING_FOLDER": str(training_folder)},
+    )
+    process = config["config"]["process"][0]
+    if arch is not None:
+        process["model"]["arch"] = arch
+    if change is not None:
+        change(process)
+    return config
+
+
+def run_jobs(root: Path, config_paths: list[Path], recover: bool = False, launcher: tuple[str, ...] = (),
+             env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT) -> str:
+    """One ``run.py`` over ``config_paths`` (``-r``: go on after a failed job); its output, asserting rc 0."""
+    result = run_ai_toolkit(root, config_paths, recover=recover, env={"HF_HUB_OFFLINE": "1", **(env or {})},
+                            timeout=timeout, launcher=launcher)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def grad_norms(output: str, step: int, vectors: int) -> dict[str, float]:
+    """Per-vector gradient norms from the trainer's telemetry line(s) for ``step``."""
+    pattern = rf"zero-prior step {step}: placeholder/{re.escape(TOKEN)}/(\d+) norm \S+ grad_norm (\S+)"
+    found = re.findall(pattern, output)
+    assert len(found) == vectors, f"no telemetry for every vector at step {step}"
+    return {index: float(value) for index, value in found}

@@ -1,0 +1,165 @@
+"""Z-Image through ai-toolkit's real ``run.py`` (arch ``zimage``), on the tiny Z-Image, on CPU.
+
+The promises of ``test_aitk_run.py`` that depend on the model family, for
+Z-Image's Qwen3 encoder: the vector trains and nothing else in the encoder
+changes, samples use the current vector, the file records the family and
+loads in ``ZImagePipeline`` (and is refused by a Qwen-Image pipeline), a resume
+restores the vector bit-exactly, the toggle off is ai-toolkit's own training,
+and a prefix cache it cannot build is refused before ai-toolkit starts.
+Two ``run.py`` starts: the first holds every job, the second resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import tinytrain
+import torch
+from aitk_cases import TOKEN
+from aitk_jobs import JOB, Run, grad_norms, job_config, run_jobs, stage_with_probe
+from safetensors.torch import load_file
+
+from zero_prior.aitk.launch import write_config
+from zero_prior.errors import FormatError
+from zero_prior.models.z_image import Z_IMAGE
+from zero_prior.testbed import make_subject_dataset
+from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
+from zero_prior.weights.loader import load_zero_prior
+
+VECTORS = 2
+FIRST_SPARE_ID = 151669  # Qwen3's tokenizer holds 151669 entries
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zimage")
+
+
+@pytest.fixture(scope="module")
+def aitk_root(ai_toolkit_checkout: Path, workdir: Path) -> Path:
+    return stage_with_probe(ai_toolkit_checkout, workdir / "staged")
+
+
+@pytest.fixture(scope="module")
+def dataset(workdir: Path) -> Path:
+    return make_subject_dataset(workdir / "subject", num_images=4, size=64, seed=0)[0].parent
+
+
+def _write(name: str, workdir: Path, model: Path, dataset: Path, change) -> tuple[Path, Run]:
+    folder = workdir / name
+    path = write_config(job_config(model, dataset, folder, change, arch=Z_IMAGE.aitk_arch), workdir / f"{name}.yaml")
+    return path, Run("", folder / JOB)
+
+
+@pytest.fixture(scope="module")
+def runs(aitk_root: Path, workdir: Path, dataset: Path, tiny_zimage_dir: Path) -> dict[str, Run]:
+    """One ``run.py -r``: the zero-prior probe run, a refused prefix cache, the baseline as ours and as sd_trainer."""
+
+    def zero_prior(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"]["num_vectors"] = VECTORS
+
+    def prefix_cache(process: dict) -> None:
+        process["placeholder"]["prefix_cache"] = True
+
+    def baseline(process_type: str):
+        def change(process: dict) -> None:
+            process["type"] = process_type
+            process["trigger_word"] = "striped fish"
+            process["train"].update(train_placeholder_token=False, disable_sampling=True)
+        return change
+
+    jobs = {"zero_prior": zero_prior, "prefix_cache": prefix_cache,
+            "baseline_ours": baseline("zero_prior_trainer"), "baseline_builtin": baseline("sd_trainer")}
+    written = {name: _write(name, workdir, tiny_zimage_dir, dataset, change) for name, change in jobs.items()}
+    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
+    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+
+
+@pytest.fixture(scope="module")
+def resumed(aitk_root: Path, workdir: Path, dataset: Path, tiny_zimage_dir: Path, runs: dict[str, Run]) -> Run:
+    """The zero-prior run's final save and optimizer state continued to step 6 by the real process type."""
+    source = runs["zero_prior"]
+
+    def change(process: dict) -> None:
+        process["placeholder"]["num_vectors"] = VECTORS
+        process["train"].update(steps=6, disable_sampling=True)
+        process["logging"]["log_every"] = 1
+
+    path, run = _write("resumed", workdir, tiny_zimage_dir, dataset, change)
+    run.save_root.mkdir(parents=True)
+    for name in ("optimizer.pt", source.final.name):  # the final save copied last: newest, as resume wants
+        shutil.copy2(source.save_root / name, run.save_root / name)
+    return Run(run_jobs(aitk_root, [path]), run.save_root)
+
+
+def test_the_vector_trains_and_the_text_encoder_does_not(runs: dict[str, Run]) -> None:
+    run = runs["zero_prior"]
+    at_2, at_4 = read_zero_prior(run.step(2)), read_zero_prior(run.final)
+    assert at_4.family == Z_IMAGE.name and at_4.training_step == 4
+    [stored] = at_4.placeholders
+    assert stored.token == TOKEN and stored.token_ids == [FIRST_SPARE_ID, FIRST_SPARE_ID + 1]
+    assert stored.vectors.norm(dim=1).min() > 10 * max(stored.initial_norms)
+    assert not torch.equal(at_2.placeholders[0].vectors, stored.vectors)
+    assert min(grad_norms(run.output, 2, VECTORS).values()) > 0
+    probe = json.loads((run.save_root.parent / "probe.json").read_text())
+    assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
+
+
+def test_samples_use_the_current_vector(runs: dict[str, Run]) -> None:
+    probe = json.loads((runs["zero_prior"].save_root.parent / "probe.json").read_text())
+    samples = probe["samples"]
+    assert [s["step"] for s in samples] == [2, 4]
+    assert all(s["prompt"] == f"a photo of {TOKEN}" and s["equal"] for s in samples)
+    assert samples[0]["vector_norm"] != samples[1]["vector_norm"]
+
+
+def test_the_file_loads_in_zimage_pipeline_with_the_trained_rows(runs: dict[str, Run], tiny_zimage_dir: Path) -> None:
+    final = runs["zero_prior"].final
+    pipe = tinytrain.load_pipe(tiny_zimage_dir)
+    result = load_zero_prior(pipe, final)
+    stored = read_zero_prior(final).placeholders[0]
+    [registered] = result.tokens
+    assert list(registered.token_ids) == stored.token_ids
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[stored.token_ids].detach(), stored.vectors)
+    assert result.lora_tensors == len(load_file(final)) > 0
+    assert pipe.get_list_adapters() == {"transformer": [result.adapter_name]}
+    # The prompt reaches the encoder with one id per vector inside Z-Image's template.
+    [embeds], _ = pipe.encode_prompt(f"a photo of {TOKEN}", device="cpu", do_classifier_free_guidance=False)
+    expected = len(pipe.tokenizer(Z_IMAGE.wrap_prompt(f"a photo of {TOKEN}"))["input_ids"])
+    assert embeds.shape[0] == expected
+
+
+def test_a_qwen_image_pipeline_refuses_the_zimage_file(runs: dict[str, Run], tiny_pipeline_dir: Path) -> None:
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    vocabulary = len(pipe.tokenizer)
+    with pytest.raises(FormatError, match="trained for Z-Image"):
+        load_zero_prior(pipe, runs["zero_prior"].final)
+    assert len(pipe.tokenizer) == vocabulary and not pipe.get_list_adapters()
+
+
+def test_resume_restores_the_vector_bit_exactly(runs: dict[str, Run], resumed: Run) -> None:
+    source = runs["zero_prior"].final
+    stored = json.loads(read_header(source)[METADATA_KEY])["placeholders"][0]["vectors"]
+    assert f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}" \
+        in resumed.output
+    assert "Failed to load optimizer state" not in resumed.output
+    assert read_zero_prior(resumed.final).training_step == 6
+    assert min(grad_norms(resumed.output, 5, VECTORS).values()) > 0
+
+
+def test_prefix_cache_true_is_refused_before_ai_toolkit_writes(runs: dict[str, Run]) -> None:
+    run = runs["prefix_cache"]
+    assert "Error running job: config.process[0].placeholder.prefix_cache: true cannot be used with Z-Image" \
+        in run.output
+    assert not run.save_root.parent.exists()
+
+
+def test_baseline_through_this_process_equals_sd_trainer(runs: dict[str, Run]) -> None:
+    ours, builtin = load_file(runs["baseline_ours"].final), load_file(runs["baseline_builtin"].final)
+    assert read_zero_prior(runs["baseline_ours"].final) is None
+    assert ours.keys() == builtin.keys() and len(ours) > 0
+    assert all(torch.equal(ours[key], builtin[key]) for key in ours)
