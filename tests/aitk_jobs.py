@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aitk_cases import TINY_CONFIG, TOKEN
 
@@ -72,3 +73,20 @@ def grad_norms(output: str, step: int, vectors: int) -> dict[str, float]:
     found = re.findall(pattern, output)
     assert len(found) == vectors, f"no telemetry for every vector at step {step}"
     return {index: float(value) for index, value in found}
+
+
+def last_sample_embeds(run: Run) -> dict[str, Any]:
+    """The probe's prompt embeddings of the run's last sampling, by prompt (a tensor, or a list per prompt)."""
+    import torch
+
+    return torch.load(run.save_root.parent / "sample_embeds.pt")
+
+
+def max_abs_difference(a: Any, b: Any) -> float:
+    """Largest absolute difference between two embeddings (tensors, or lists of per-prompt tensors)."""
+    pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
+    worst = 0.0
+    for x, y in pairs:
+        assert x.shape == y.shape, f"shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}"
+        worst = max(worst, float((x.float() - y.float()).abs().max()))
+    return worst

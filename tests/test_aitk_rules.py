@@ -59,3 +59,28 @@ def test_24gb_example_passes_the_rules_and_pivots() -> None:
     settings = read_settings(config["process"][0], 0)
     assert settings.enabled and settings.placeholder.prefix_cache
     assert 0 < settings.pivot_step < config["process"][0]["train"]["steps"]
+
+
+# A real-weights example per family beyond Qwen-Image: (file, family name).
+FAMILY_EXAMPLES = [("zero_prior_zimage.yaml", "zimage")]
+
+
+@pytest.mark.parametrize("name, family", FAMILY_EXAMPLES, ids=[f for _, f in FAMILY_EXAMPLES])
+def test_family_examples_pass_the_rules(name: str, family: str) -> None:
+    text = (REPO / "config_examples" / name).read_text()
+    assert "estimates" in text  # memory figures are marked as estimates, not measurements
+    process = yaml.safe_load(text)["config"]["process"][0]
+    settings = read_settings(process, 0)
+    assert settings.enabled and settings.family.name == family
+    assert settings.prefix_cache == (settings.family.prefix_cache_refusal() is None)
+
+
+@pytest.mark.parametrize("arch, family", [("qwen_image:2512", "qwen_image"), ("zimage:turbo", "zimage"),
+                                          ("zimage:deturbo", "zimage")])
+def test_an_arch_variant_after_a_colon_picks_its_family(tmp_path: Path, arch: str, family: str) -> None:
+    process = tiny_process(tmp_path)
+    process["model"]["arch"] = arch
+    settings = read_settings(process, 0)
+    assert settings.family.name == family
+    # ai-toolkit drops the variant itself (ModelConfig), so the subclass's arch replaces the whole string.
+    assert effective_config(process, settings)["model"]["arch"] == settings.family.zero_prior_arch

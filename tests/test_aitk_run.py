@@ -24,12 +24,22 @@ import pytest
 import tinytrain
 import torch
 from aitk_cases import REFUSALS, TOKEN
-from aitk_jobs import JOB, Run, grad_norms, job_config, run_jobs, stage_with_probe
+from aitk_jobs import (
+    JOB,
+    Run,
+    grad_norms,
+    job_config,
+    last_sample_embeds,
+    max_abs_difference,
+    run_jobs,
+    stage_with_probe,
+)
 from safetensors.torch import load_file
 
 from zero_prior.aitk.launch import (
     write_config,
 )
+from zero_prior.placeholder.vocabulary import expand_prompt
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
 
@@ -198,6 +208,16 @@ def test_lora_file_loads_with_load_zero_prior(zero_prior_run: Run, tiny_pipeline
     rows = pipe.text_encoder.get_input_embeddings().weight[list(registered.token_ids)]
     assert torch.equal(rows.detach(), stored.vectors)
     assert result.lora_tensors == len(load_file(zero_prior_run.final))
+    # The last sample's prompt embeddings in training equal QwenImagePipeline's with the file loaded.
+    trained = last_sample_embeds(zero_prior_run)
+    assert list(trained) == [f"a photo of {TOKEN}"]
+    for prompt, embeds in trained.items():
+        with torch.no_grad():
+            fresh, _ = pipe.encode_prompt(expand_prompt(prompt, result.tokens), device="cpu")
+        difference = max_abs_difference(embeds, fresh)
+        print(f"Qwen-Image: max abs difference, training vs QwenImagePipeline embeddings at {prompt!r}: "
+              f"{difference:.3g}")
+        assert difference <= 1e-6
 
 
 def test_lora_file_loads_with_plain_diffusers(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:
@@ -329,7 +349,6 @@ def test_cached_prompts_equal_a_fresh_encode_with_the_final_vector(
     pivot_and_full_encode_runs: dict[str, Run], tiny_pipeline_dir: Path
 ) -> None:
 
-    from zero_prior.placeholder.vocabulary import expand_prompt
     from zero_prior.weights.loader import load_zero_prior
 
     run = pivot_and_full_encode_runs["pivot"]

@@ -19,12 +19,22 @@ import pytest
 import tinytrain
 import torch
 from aitk_cases import TOKEN
-from aitk_jobs import JOB, Run, grad_norms, job_config, run_jobs, stage_with_probe
+from aitk_jobs import (
+    JOB,
+    Run,
+    grad_norms,
+    job_config,
+    last_sample_embeds,
+    max_abs_difference,
+    run_jobs,
+    stage_with_probe,
+)
 from safetensors.torch import load_file
 
 from zero_prior.aitk.launch import write_config
 from zero_prior.errors import FormatError
 from zero_prior.models.z_image import Z_IMAGE
+from zero_prior.placeholder.vocabulary import expand_prompt
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
 from zero_prior.weights.loader import load_zero_prior
@@ -81,13 +91,15 @@ def runs(aitk_root: Path, workdir: Path, dataset: Path, tiny_zimage_dir: Path) -
 
 @pytest.fixture(scope="module")
 def resumed(aitk_root: Path, workdir: Path, dataset: Path, tiny_zimage_dir: Path, runs: dict[str, Run]) -> Run:
-    """The zero-prior run's final save and optimizer state continued to step 6 by the real process type."""
+    """The zero-prior run's final save and optimizer state continued to step 6 by the real process type, with its
+    text encoder quantized (qfloat8), so the same steps show the gradient reaching the vector through it."""
     source = runs["zero_prior"]
 
     def change(process: dict) -> None:
         process["placeholder"]["num_vectors"] = VECTORS
         process["train"].update(steps=6, disable_sampling=True)
         process["logging"]["log_every"] = 1
+        process["model"].update(quantize_te=True, qtype_te="qfloat8")
 
     path, run = _write("resumed", workdir, tiny_zimage_dir, dataset, change)
     run.save_root.mkdir(parents=True)
@@ -127,10 +139,16 @@ def test_the_file_loads_in_zimage_pipeline_with_the_trained_rows(runs: dict[str,
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[stored.token_ids].detach(), stored.vectors)
     assert result.lora_tensors == len(load_file(final)) > 0
     assert pipe.get_list_adapters() == {"transformer": [result.adapter_name]}
-    # The prompt reaches the encoder with one id per vector inside Z-Image's template.
-    [embeds], _ = pipe.encode_prompt(f"a photo of {TOKEN}", device="cpu", do_classifier_free_guidance=False)
-    expected = len(pipe.tokenizer(Z_IMAGE.wrap_prompt(f"a photo of {TOKEN}"))["input_ids"])
-    assert embeds.shape[0] == expected
+    # The last sample's prompt embeddings in training equal ZImagePipeline's with the file loaded.
+    trained = last_sample_embeds(runs["zero_prior"])
+    assert list(trained) == [f"a photo of {TOKEN}"]
+    for prompt, embeds in trained.items():
+        with torch.no_grad():
+            fresh, _ = pipe.encode_prompt(expand_prompt(prompt, result.tokens), device="cpu",
+                                          do_classifier_free_guidance=False)
+        difference = max_abs_difference(embeds, fresh)
+        print(f"Z-Image: max abs difference, training vs ZImagePipeline embeddings at {prompt!r}: {difference:.3g}")
+        assert difference <= 1e-6
 
 
 def test_a_qwen_image_pipeline_refuses_the_zimage_file(runs: dict[str, Run], tiny_pipeline_dir: Path) -> None:
@@ -141,13 +159,14 @@ def test_a_qwen_image_pipeline_refuses_the_zimage_file(runs: dict[str, Run], tin
     assert len(pipe.tokenizer) == vocabulary and not pipe.get_list_adapters()
 
 
-def test_resume_restores_the_vector_bit_exactly(runs: dict[str, Run], resumed: Run) -> None:
+def test_resume_restores_the_vector_bit_exactly_and_trains_through_a_quantized_encoder(runs: dict[str, Run], resumed: Run) -> None:
     source = runs["zero_prior"].final
     stored = json.loads(read_header(source)[METADATA_KEY])["placeholders"][0]["vectors"]
     assert f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}" \
         in resumed.output
     assert "Failed to load optimizer state" not in resumed.output
     assert read_zero_prior(resumed.final).training_step == 6
+    assert "Quantizing Text Encoder" in resumed.output
     assert min(grad_norms(resumed.output, 5, VECTORS).values()) > 0
 
 

@@ -114,7 +114,8 @@ def test_only_aitk_runtime_imports_ai_toolkit() -> None:
     assert any(t.split(".")[0] in AI_TOOLKIT_ROOTS for t in _imports(trainer, MODULES[trainer]))
 
 
-@pytest.mark.parametrize("module", ["zero_prior", "zero_prior.experiment.spec", "zero_prior.cli"])
+@pytest.mark.parametrize("module", ["zero_prior", "zero_prior.experiment.spec", "zero_prior.cli", "zero_prior.models",
+                                    "zero_prior.aitk.settings", "zero_prior.cli.demo"])
 def test_light_modules_do_not_load_torch(module: str) -> None:
     """What the CLI's --help and the config checks import must not pull in torch or diffusers."""
     heavy = "('torch', 'diffusers', 'transformers')"

@@ -23,6 +23,7 @@ from toolkit.extension import Extension
 
 PROBE_FILE = "probe.json"
 PIVOT_PROMPTS_FILE = "pivot_prompts.pt"
+SAMPLE_EMBEDS_FILE = "sample_embeds.pt"  # the last sampling's prompt embeddings, by prompt
 RANK_FILE = "rank{}.json"
 
 
@@ -41,6 +42,7 @@ class ZeroPriorProbeExtension(Extension):
                 self.probe_text_encoder = self.sd.text_encoder[0]
                 self.probe_start = _digests(self.probe_text_encoder)  # before the placeholder is added
                 self.probe_samples: list[dict[str, Any]] = []
+                self.probe_sample_embeds: dict[str, Any] = {}
                 self.probe_pivot: dict[str, Any] | None = None
                 self.probe_prefix_cache: dict[str, int] | None = None
                 super().hook_after_model_load()
@@ -117,6 +119,7 @@ class ZeroPriorProbeExtension(Extension):
                 finally:
                     del self.sd.encode_prompt  # back to the class method
                 token = self.zero_prior.placeholder.token
+                self.probe_sample_embeds = {prompt: used for prompt, used in captured if token in prompt}
                 for prompt, used in captured:
                     if token in prompt:
                         reference = self._encode_with_vector_in_row(prompt)
@@ -160,6 +163,7 @@ class ZeroPriorProbeExtension(Extension):
                 if self.accelerator.is_main_process:
                     with open(os.path.join(self.training_folder, PROBE_FILE), "w", encoding="utf-8") as handle:
                         json.dump(result, handle, indent=2)
+                    torch.save(self.probe_sample_embeds, os.path.join(self.training_folder, SAMPLE_EMBEDS_FILE))
 
         return ZeroPriorProbe
 

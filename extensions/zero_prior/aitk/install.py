@@ -22,7 +22,7 @@ from .checkout import EXTENSION_NAME, TESTED_COMMIT, check_ai_toolkit, package_d
 
 # Written inside a copied extension so a later run knows the copy is ours.
 COPY_MARKER = ".installed-by-zero-prior"
-CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml", "zero_prior_24gb.yaml")
+CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml", "zero_prior_24gb.yaml", "zero_prior_zimage.yaml")
 
 
 @dataclass

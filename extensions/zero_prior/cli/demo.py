@@ -6,6 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..models import DEFAULT_FAMILY
+from ..testbed.tiny_model import BUILDERS
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -17,13 +20,15 @@ def register(subparsers: Any) -> None:
                                                              "~/ai-toolkit)")
     parser.add_argument("--steps", type=int, default=4, help="training steps per arm (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="subject and generation seed")
+    parser.add_argument("--family", default=DEFAULT_FAMILY.name, choices=sorted(BUILDERS),
+                        help=f"model family of the tiny model (default {DEFAULT_FAMILY.name})")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..testbed.demo import run_demo
 
-    result = run_demo(args.out, ai_toolkit=args.ai_toolkit, steps=args.steps, seed=args.seed)
+    result = run_demo(args.out, ai_toolkit=args.ai_toolkit, steps=args.steps, seed=args.seed, family=args.family)
     print(result.summary)
     print(f"done in {result.seconds:.0f} s; training log: {result.log}")
     return 0

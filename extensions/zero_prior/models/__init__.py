@@ -1,7 +1,8 @@
 """The model families zero-prior supports, one module each; look one up by name, ai-toolkit arch or pipeline.
 
-Importing this package loads torch (the families' encoder code) but no model
-library: diffusers is imported only when a family's pipeline class is asked for.
+Importing this package loads neither torch nor a model library (the config
+checks, the CLI and ai-toolkit's UI read it): torch is imported when a family
+runs its encoder, diffusers when a family's pipeline class is asked for.
 """
 
 from __future__ import annotations

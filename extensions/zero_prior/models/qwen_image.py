@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from .family import ModelFamily
 
@@ -56,6 +57,8 @@ class QwenImageFamily(ModelFamily):
     ) -> torch.Tensor:
         # Through Qwen2_5_VLModel so the input embedding (and the splice hook) runs; explicit
         # positions bypass its stateful rope_deltas; lm_head is skipped, its logits are unused.
+        import torch
+
         positions = torch.arange(start, start + input_ids.shape[1], device=input_ids.device)
         positions = positions.view(1, 1, -1).expand(3, input_ids.shape[0], -1)
         output = text_encoder.model(

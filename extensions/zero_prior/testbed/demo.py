@@ -1,6 +1,7 @@
 """``zero-prior demo``: the whole product on the built-in tiny model, in a few minutes on a CPU.
 
-Builds the tiny real-architecture Qwen-Image and a synthetic subject, trains
+Builds the tiny real-architecture model of a family (Qwen-Image unless
+``family`` says otherwise) and a synthetic subject, trains
 the baseline (semantic trigger word) and the zero-prior arm through
 ai-toolkit's real ``run.py`` (staged, so the user's checkout is not touched),
 loads both results with ``load_zero_prior``, writes a side-by-side image with
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AiToolkitError, FormatError
+from ..models import DEFAULT_FAMILY, family_named
 from ..weights.format import read_zero_prior
 
 BASELINE_TRIGGER = "person"
@@ -36,8 +38,9 @@ class DemoResult:
     summary: str
 
 
-def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int = 0) -> DemoResult:
-    """Train both arms on the tiny model through ai-toolkit and compare them (see module docstring)."""
+def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int = 0,
+             family: str = DEFAULT_FAMILY.name) -> DemoResult:
+    """Train both arms on ``family``'s tiny model through ai-toolkit and compare them (see module docstring)."""
     from zero_prior.config_examples import example_path
 
     from ..aitk.checkout import TESTED_COMMIT, find_ai_toolkit
@@ -46,6 +49,7 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
     from .tiny_model import cached_tiny_pipeline
 
     started = time.perf_counter()
+    arch = family_named(family).aitk_arch
     try:
         checkout = find_ai_toolkit(ai_toolkit)
     except AiToolkitError as error:
@@ -60,7 +64,7 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
     runs = out / "runs"
     if runs.exists():
         shutil.rmtree(runs)  # a leftover run would make ai-toolkit resume instead of train
-    model = cached_tiny_pipeline(seed=0)
+    model = cached_tiny_pipeline(seed=0, family=family)
     dataset = out / "subject"
     make_subject_dataset(dataset, num_images=8, size=64, seed=seed, caption="a photo of [trigger]", overwrite=True)
     values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "TRAINING_FOLDER": str(runs)}
@@ -73,10 +77,12 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
         config["config"]["name"] = name
         process["train"]["train_placeholder_token"] = enabled
         process["train"]["steps"] = steps
+        process["model"]["arch"] = arch
         if not enabled:
             process["trigger_word"] = BASELINE_TRIGGER
         configs.append(config)
-    print(f"zero-prior demo: training {len(arms)} arms x {steps} steps through ai-toolkit ({checkout}); log: {log}")
+    print(f"zero-prior demo: training {len(arms)} arms x {steps} steps of the tiny {family_named(family).label} "
+          f"through ai-toolkit ({checkout}); log: {log}")
     run_jobs(checkout, configs, log_path=log)
     baseline, zero_prior = (runs / name / f"{name}.safetensors" for name in arms)
     image = out / "side_by_side.png"
