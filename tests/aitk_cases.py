@@ -17,7 +17,7 @@ TINY_CONFIG = REPO / "config_examples" / "tiny_cpu.yaml"
 TOKEN = "<zwx>"
 
 
-def set_key(*keys: str, value: Any) -> Callable[[dict], None]:
+def set_key(*keys: str | int, value: Any) -> Callable[[dict], None]:
     def apply(process: dict) -> None:
         target = process
         for key in keys[:-1]:
@@ -27,7 +27,7 @@ def set_key(*keys: str, value: Any) -> Callable[[dict], None]:
     return apply
 
 
-def drop_key(*keys: str) -> Callable[[dict], None]:
+def drop_key(*keys: str | int) -> Callable[[dict], None]:
     def apply(process: dict) -> None:
         target = process
         for key in keys[:-1]:
@@ -89,6 +89,41 @@ REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
      "config.process[0].train.steps must be a number, got 'four'"),
     ("stop_step_after_start_step", lambda p: (p["placeholder"].update(stop_step=2), p["train"].update(start_step=2)),
      "config.process[0].train.start_step 2 is not before config.process[0].placeholder.stop_step (step 2)"),
+]
+
+
+def edit_plus(process: dict, control: str = "/unused") -> dict:
+    """``process`` made a Qwen-Image-Edit-Plus job: arch, the dataset's control folder, sample control images.
+
+    Control latents are encoded at the target size (ai-toolkit's ``match_target_res``): at its default
+    1024x1024 each step would cost a CPU test tens of seconds.
+    """
+    process["model"]["arch"] = "qwen_image_edit_plus"
+    process["model"]["model_kwargs"] = {"match_target_res": True}
+    process["datasets"][0]["control_path"] = control
+    prompts = process["sample"].pop("prompts")
+    # ctrl_img_1, as ai-toolkit's examples: a sample's ctrl_img also counts as its ctrl_img_1, and its prompt is
+    # then encoded with the image twice ("Picture 1", "Picture 2") while the transformer sees it once.
+    process["sample"]["samples"] = [{"prompt": prompt, "ctrl_img_1": f"{control}/000.png"} for prompt in prompts]
+    return process
+
+
+# What Qwen-Image-Edit-Plus rules out with the toggle on: (id, change to a valid edit_plus process, message start).
+EDIT_PLUS_REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
+    ("prefix_cache", set_key("placeholder", "prefix_cache", value=True),
+     "config.process[0].placeholder.prefix_cache: true cannot be used with Qwen-Image-Edit-Plus: the positions "
+     "before the token hold the control image"),
+    ("stop_step", set_key("placeholder", "stop_step", value=2),
+     "config.process[0].placeholder.stop_step cannot be used with Qwen-Image-Edit-Plus: the pivot encodes each "
+     "caption once"),
+    ("batch_size", set_key("train", "batch_size", value=2),
+     "config.process[0].train.batch_size 2 cannot be used with Qwen-Image-Edit-Plus and "
+     "train.train_placeholder_token: true"),
+    ("no_control_path", drop_key("datasets", 0, "control_path"),
+     "config.process[0].datasets[0] has no control_path: Qwen-Image-Edit-Plus encodes every caption together with "
+     "its control image"),
+    ("sample_without_control_image", drop_key("sample", "samples", 0, "ctrl_img_1"),
+     "config.process[0].sample prompt 'a photo of [trigger]' has no control image"),
 ]
 
 

@@ -82,6 +82,13 @@ def last_sample_embeds(run: Run) -> dict[str, Any]:
     return torch.load(run.save_root.parent / "sample_embeds.pt")
 
 
+def last_sample_controls(run: Run) -> dict[str, Any]:
+    """Edit models: the control images (as the encoder got them) of the last sampling's prompts, by prompt."""
+    import torch
+
+    return torch.load(run.save_root.parent / "sample_controls.pt")
+
+
 def max_abs_difference(a: Any, b: Any) -> float:
     """Largest absolute difference between two embeddings (tensors, or lists of per-prompt tensors)."""
     pairs = zip(a, b, strict=True) if isinstance(a, list) else [(a, b)]
@@ -90,3 +97,48 @@ def max_abs_difference(a: Any, b: Any) -> float:
         assert x.shape == y.shape, f"shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}"
         worst = max(worst, float((x.float() - y.float()).abs().max()))
     return worst
+
+
+def baseline(process_type: str) -> Callable[[dict], None]:
+    """A job change: the toggle off (a plain trigger word, no sampling) under ``process_type``."""
+    def change(process: dict) -> None:
+        process["type"] = process_type
+        process["trigger_word"] = "striped fish"
+        process["train"].update(train_placeholder_token=False, disable_sampling=True)
+    return change
+
+
+def continue_from(source: Run, save_root: Path) -> None:
+    """Put ``source``'s final save and optimizer state into ``save_root``, so a job there resumes from them."""
+    import shutil
+
+    save_root.mkdir(parents=True)
+    for name in ("optimizer.pt", source.final.name):  # the final save copied last: newest, as resume wants
+        shutil.copy2(source.save_root / name, save_root / name)
+
+
+def assert_resumed_bit_exactly(source: Run, resumed: Run, vectors: int) -> None:
+    """``resumed`` (continued from ``source``'s step-4 save to step 6) restored its vector bit-exactly and trained."""
+    import json
+
+    from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
+
+    stored = json.loads(read_header(source.final)[METADATA_KEY])["placeholders"][0]["vectors"]
+    assert f"restored placeholder '{TOKEN}' from {JOB}.safetensors (step 4), vector sha256 {stored['sha256']}" \
+        in resumed.output
+    assert "Failed to load optimizer state" not in resumed.output
+    assert read_zero_prior(resumed.final).training_step == 6
+    assert min(grad_norms(resumed.output, 5, vectors).values()) > 0
+
+
+def assert_same_lora(ours: Run, builtin: Run) -> None:
+    """The two runs saved the very same LoRA tensors, and ``ours`` (the toggle off) no placeholder."""
+    import torch
+    from safetensors.torch import load_file
+
+    from zero_prior.weights.format import read_zero_prior
+
+    mine, theirs = load_file(ours.final), load_file(builtin.final)
+    assert read_zero_prior(ours.final) is None
+    assert mine.keys() == theirs.keys() and len(mine) > 0
+    assert all(torch.equal(mine[key], theirs[key]) for key in mine)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from aitk_cases import REFUSALS, REPO, TOKEN, tiny_process
+from aitk_cases import EDIT_PLUS_REFUSALS, REFUSALS, REPO, TOKEN, edit_plus, tiny_process
 
 from zero_prior.aitk.settings import effective_config, read_settings
 from zero_prior.errors import ConfigError
@@ -62,7 +62,8 @@ def test_24gb_example_passes_the_rules_and_pivots() -> None:
 
 
 # A real-weights example per family beyond Qwen-Image: (file, family name).
-FAMILY_EXAMPLES = [("zero_prior_zimage.yaml", "zimage")]
+FAMILY_EXAMPLES = [("zero_prior_zimage.yaml", "zimage"),
+                   ("zero_prior_qwen_image_edit_plus.yaml", "qwen_image_edit_plus")]
 
 
 @pytest.mark.parametrize("name, family", FAMILY_EXAMPLES, ids=[f for _, f in FAMILY_EXAMPLES])
@@ -84,3 +85,43 @@ def test_an_arch_variant_after_a_colon_picks_its_family(tmp_path: Path, arch: st
     assert settings.family.name == family
     # ai-toolkit drops the variant itself (ModelConfig), so the subclass's arch replaces the whole string.
     assert effective_config(process, settings)["model"]["arch"] == settings.family.zero_prior_arch
+
+
+def test_an_edit_plus_arch_variant_picks_its_family(tmp_path: Path) -> None:
+    process = edit_plus(tiny_process(tmp_path))
+    process["model"]["arch"] = "qwen_image_edit_plus:2511"
+    settings = read_settings(process, 0)
+    assert settings.family.name == "qwen_image_edit_plus" and not settings.prefix_cache
+    assert effective_config(process, settings)["model"]["arch"] == "qwen_image_edit_plus_zero_prior"
+
+
+@pytest.mark.parametrize("change, message", [r[1:] for r in EDIT_PLUS_REFUSALS],
+                         ids=[r[0] for r in EDIT_PLUS_REFUSALS])
+def test_what_edit_plus_rules_out_is_refused_with_the_key(tmp_path: Path, change: Callable[[dict], None],
+                                                          message: str) -> None:
+    process = edit_plus(tiny_process(tmp_path))
+    read_settings(copy.deepcopy(process), 0)  # the valid job passes
+    change(process)
+    with pytest.raises(ConfigError) as raised:
+        read_settings(process, 0)
+    assert str(raised.value).startswith(message)
+
+
+def test_edit_plus_refusals_leave_the_baseline_alone(tmp_path: Path) -> None:
+    process = edit_plus(tiny_process(tmp_path))
+    process["train"].update(train_placeholder_token=False, batch_size=2)
+    process["trigger_word"] = "striped fish"
+    del process["datasets"][0]["control_path"]
+    assert read_settings(process, 0).enabled is False
+
+
+def test_sample_prompts_with_a_control_flag_or_no_sampling_pass(tmp_path: Path) -> None:
+    process = edit_plus(tiny_process(tmp_path))
+    process["sample"] = {**process["sample"], "prompts": ["a photo of [trigger] --ctrl_img /unused/000.png"]}
+    del process["sample"]["samples"]
+    read_settings(process, 0)
+    process["sample"]["prompts"] = ["a photo of [trigger]"]
+    with pytest.raises(ConfigError, match="has no control image"):
+        read_settings(process, 0)
+    process["train"]["disable_sampling"] = True
+    read_settings(process, 0)

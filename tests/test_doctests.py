@@ -15,7 +15,8 @@ import pytest
 
 import zero_prior
 
-SLOW = {"zero_prior.testbed.tiny_model"}  # its example builds and runs the tiny pipeline
+SLOW = {"zero_prior.testbed.tiny_model",  # its example builds and runs the tiny pipeline
+        "zero_prior.testbed.qwen_image_edit_plus"}  # builds the tiny Edit-Plus (processor included)
 
 
 def _modules() -> list[str]:

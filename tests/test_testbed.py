@@ -333,3 +333,45 @@ def test_subject_dataset_refuses_existing_images_unless_overwrite(tmp_path):
     paths = make_subject_dataset(tmp_path, num_images=2, size=32, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["000.png", "000.txt", "001.png", "001.txt", "notes.md"]
     assert [p.name for p in paths] == ["000.png", "001.png"]
+
+
+def test_control_images_pair_with_the_subject_images_without_changing_them(tmp_path):
+    plain = make_subject_dataset(tmp_path / "plain", num_images=3, size=32, seed=7)
+    paired = make_subject_dataset(tmp_path / "paired", num_images=3, size=32, seed=7, control_dir=tmp_path / "control")
+    assert [p.read_bytes() for p in paired] == [p.read_bytes() for p in plain]  # callers without controls unchanged
+    controls = sorted((tmp_path / "control").iterdir())
+    assert [p.name for p in controls] == [p.name for p in paired]  # ai-toolkit pairs them by file name
+    assert all(c.read_bytes() != p.read_bytes() for c, p in zip(controls, paired, strict=True))
+    again = make_subject_dataset(tmp_path / "again", num_images=3, size=32, seed=7, control_dir=tmp_path / "more")
+    assert [p.read_bytes() for p in sorted((tmp_path / "more").iterdir())] == [p.read_bytes() for p in controls]
+    assert [p.name for p in again] == [p.name for p in paired]
+
+
+def test_a_control_folder_with_images_is_refused_before_anything_is_written(tmp_path, capsys):
+    make_subject_dataset(tmp_path / "taken", num_images=1, size=32)
+    with pytest.raises(ConfigError, match=r"taken already contains 1 image\(s\)"):
+        make_subject_dataset(tmp_path / "fresh", num_images=2, size=32, control_dir=tmp_path / "taken")
+    assert not (tmp_path / "fresh").exists()
+    assert cli_main(["tiny-model", "--out", str(tmp_path / "pipe"), "--control", str(tmp_path / "c")]) == 1
+    assert "--control needs --subject" in capsys.readouterr().err and not (tmp_path / "pipe").exists()
+
+
+@pytest.mark.slow
+def test_cli_writes_an_edit_plus_pipeline_with_its_processor_and_control_images(tmp_path, capsys):
+    pipeline, subject, control = tmp_path / "pipe", tmp_path / "fish", tmp_path / "control"
+    args = ["tiny-model", "--family", "qwen_image_edit_plus", "--out", str(pipeline), "--subject", str(subject),
+            "--control", str(control), "--num-images", "2"]
+    assert cli_main(args) == 0
+    assert f"control images: 2 (same names) -> {control}" in capsys.readouterr().out
+    assert sorted(p.name for p in pipeline.iterdir()) == [
+        "model_index.json", "processor", "scheduler", "text_encoder", "tokenizer", "transformer", "vae"]
+    tokenizer_files = {p.name: p.read_bytes() for p in (pipeline / "tokenizer").iterdir()}
+    processor_files = {p.name: p.read_bytes() for p in (pipeline / "processor").iterdir()}
+    assert processor_files.keys() - tokenizer_files.keys() == {"processor_config.json"}
+    assert all(processor_files[name] == data for name, data in tokenizer_files.items())  # the real tokenizer files
+    assert sorted(p.name for p in control.iterdir()) == ["000.png", "001.png"]
+    from diffusers import QwenImageEditPlusPipeline
+
+    pipe = QwenImageEditPlusPipeline.from_pretrained(pipeline)
+    assert pipe.processor.tokenizer is not pipe.tokenizer and len(pipe.processor.tokenizer) == 151665
+    assert pipe.transformer.config.zero_cond_t  # Edit-2511's condition timestep

@@ -7,9 +7,16 @@ from transformers import Qwen2_5_VLForConditionalGeneration
 
 from zero_prior.errors import ConfigError, PlaceholderError
 from zero_prior.models.qwen_image import PROMPT_TEMPLATE, PROMPT_TEMPLATE_START_IDX, QWEN_IMAGE
+from zero_prior.models.qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
 from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.placeholder.splice import ensure_embedding_rows
-from zero_prior.placeholder.vocabulary import TOKEN_CONTEXTS, check_placeholders, expand_prompt, register_placeholders
+from zero_prior.placeholder.vocabulary import (
+    TOKEN_CONTEXTS,
+    check_placeholders,
+    expand_prompt,
+    light_copy,
+    register_placeholders,
+)
 
 
 def test_default_token_gets_the_first_spare_id(qwen_tokenizer):
@@ -102,3 +109,30 @@ def test_expansion_never_rewrites_one_placeholder_inside_another(qwen_tokenizer)
     assert expand_prompt("a photo of <zwx> and zwx", [outer, inner]) == "a photo of <zwx> and zwxzwx_1"
     ids = qwen_tokenizer(expand_prompt("<zwx>, zwx", [outer, inner]))["input_ids"]
     assert [i for i in ids if i >= 151665] == [outer.token_ids[0], *inner.token_ids]
+
+
+def test_every_tokenizer_of_a_pipeline_gets_the_same_ids(qwen_tokenizer):
+    processor_tokenizer = light_copy(qwen_tokenizer)  # Edit-Plus: the processor holds a tokenizer of its own
+    [zwx] = register_placeholders([qwen_tokenizer, processor_tokenizer, qwen_tokenizer],
+                                  [PlaceholderConfig(num_vectors=2)], family=QWEN_IMAGE_EDIT_PLUS)
+    assert zwx.token_ids == (151665, 151666)
+    assert len(qwen_tokenizer) == len(processor_tokenizer) == 151667  # the one named twice got the entries once
+    ids = processor_tokenizer(QWEN_IMAGE_EDIT_PLUS.wrap_prompt("a photo of <zwx><zwx_1>"))["input_ids"]
+    assert ids.count(151665) == ids.count(151666) == 1
+
+
+def test_tokenizers_that_disagree_are_refused_with_neither_changed(qwen_tokenizer):
+    other = light_copy(qwen_tokenizer)
+    other.add_tokens(["<other>"])
+    with pytest.raises(PlaceholderError, match=r"the pipeline's tokenizers hold \[151665, 151666\] entries, so "
+                                               "placeholder '<zwx>' would get different ids"):
+        register_placeholders([qwen_tokenizer, other], [PlaceholderConfig()])
+    assert (len(qwen_tokenizer), len(other)) == (151665, 151666)
+    # A token that only the second tokenizer refuses changes neither.
+    taken = light_copy(qwen_tokenizer)
+    taken.add_tokens(["<zwx>"])
+    fresh = light_copy(qwen_tokenizer)
+    fresh.add_tokens(["<zzz>"])
+    with pytest.raises(PlaceholderError, match="already exists"):
+        register_placeholders([fresh, taken], [PlaceholderConfig()])
+    assert (len(fresh), len(taken)) == (151666, 151666) and "<zwx>" not in fresh.get_vocab()

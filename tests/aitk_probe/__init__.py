@@ -24,6 +24,7 @@ from toolkit.extension import Extension
 PROBE_FILE = "probe.json"
 PIVOT_PROMPTS_FILE = "pivot_prompts.pt"
 SAMPLE_EMBEDS_FILE = "sample_embeds.pt"  # the last sampling's prompt embeddings, by prompt
+SAMPLE_CONTROLS_FILE = "sample_controls.pt"  # edit models: the control images those prompts were encoded with
 RANK_FILE = "rank{}.json"
 
 
@@ -43,6 +44,7 @@ class ZeroPriorProbeExtension(Extension):
                 self.probe_start = _digests(self.probe_text_encoder)  # before the placeholder is added
                 self.probe_samples: list[dict[str, Any]] = []
                 self.probe_sample_embeds: dict[str, Any] = {}
+                self.probe_sample_controls: dict[str, Any] = {}
                 self.probe_pivot: dict[str, Any] | None = None
                 self.probe_prefix_cache: dict[str, int] | None = None
                 super().hook_after_model_load()
@@ -105,12 +107,14 @@ class ZeroPriorProbeExtension(Extension):
                     self.probe_pivot["vector_requires_grad"] += [p.vectors.requires_grad for p in self.placeholders]
 
             def sample(self, step: int | None = None, is_first: bool = False) -> None:
-                captured: list[tuple[str, torch.Tensor]] = []
+                captured: list[tuple[str, Embeds, Any, Any]] = []
                 encode = self.sd.encode_prompt
 
                 def capture(prompt: Any, *args: Any, **kwargs: Any) -> Any:
+                    controls = kwargs.get("control_images")  # edit models: ai-toolkit resizes them in place
+                    given = _copied(controls) if controls is not None else None
                     embeds = encode(prompt, *args, **kwargs)
-                    captured.append((prompt, _copied(embeds.text_embeds)))
+                    captured.append((prompt, _copied(embeds.text_embeds), given, controls))
                     return embeds
 
                 self.sd.encode_prompt = capture
@@ -119,10 +123,13 @@ class ZeroPriorProbeExtension(Extension):
                 finally:
                     del self.sd.encode_prompt  # back to the class method
                 token = self.zero_prior.placeholder.token
-                self.probe_sample_embeds = {prompt: used for prompt, used in captured if token in prompt}
-                for prompt, used in captured:
+                self.probe_sample_embeds = {prompt: used for prompt, used, _, _ in captured if token in prompt}
+                # What the encoder saw of each control image (after ai-toolkit's resize), to encode it again.
+                self.probe_sample_controls = {prompt: _copied(seen) for prompt, _, _, seen in captured
+                                              if token in prompt and seen is not None}
+                for prompt, used, given, _ in captured:
                     if token in prompt:
-                        reference = self._encode_with_vector_in_row(prompt)
+                        reference = self._encode_with_vector_in_row(prompt, given)
                         self.probe_samples.append({
                             "step": step,
                             "prompt": prompt,
@@ -130,8 +137,12 @@ class ZeroPriorProbeExtension(Extension):
                             "vector_norm": float(self.placeholders[0].vectors.norm()),
                         })
 
-            def _encode_with_vector_in_row(self, prompt: str) -> torch.Tensor:
-                """The prompt encoded the way an inference loader applies the vector: written into its row."""
+            def _encode_with_vector_in_row(self, prompt: str, controls: Any = None) -> Embeds:
+                """The prompt encoded the way an inference loader applies the vector: written into its row.
+
+                ``controls`` are the sample's control images as ai-toolkit got them (edit models).
+                """
+                more = {} if controls is None else {"control_images": _copied(controls)}
                 placeholder = self.placeholders[0]
                 embedding = self.sd.text_encoder[0].get_input_embeddings()
                 ids = list(placeholder.registered.token_ids)
@@ -140,7 +151,7 @@ class ZeroPriorProbeExtension(Extension):
                 try:
                     with torch.no_grad():
                         embedding.weight[ids] = placeholder.vectors.to(embedding.weight.dtype)
-                        return _copied(self.sd.encode_prompt(prompt, force_all=True).text_embeds)
+                        return _copied(self.sd.encode_prompt(prompt, force_all=True, **more).text_embeds)
                 finally:
                     with torch.no_grad():
                         embedding.weight[ids] = saved
@@ -164,6 +175,9 @@ class ZeroPriorProbeExtension(Extension):
                     with open(os.path.join(self.training_folder, PROBE_FILE), "w", encoding="utf-8") as handle:
                         json.dump(result, handle, indent=2)
                     torch.save(self.probe_sample_embeds, os.path.join(self.training_folder, SAMPLE_EMBEDS_FILE))
+                    if self.probe_sample_controls:
+                        torch.save(self.probe_sample_controls,
+                                   os.path.join(self.training_folder, SAMPLE_CONTROLS_FILE))
 
         return ZeroPriorProbe
 
@@ -171,10 +185,11 @@ class ZeroPriorProbeExtension(Extension):
 Embeds = torch.Tensor | list[torch.Tensor]  # Qwen-Image: one padded tensor; Z-Image: one tensor per prompt
 
 
-def _copied(embeds: Embeds) -> Embeds:
-    if isinstance(embeds, (list, tuple)):
-        return [tensor.detach().clone() for tensor in embeds]
-    return embeds.detach().clone()
+def _copied(tensors: Any) -> Any:
+    """A detached copy of a tensor or of (nested) lists of tensors (embeddings, control images)."""
+    if isinstance(tensors, (list, tuple)):
+        return [_copied(item) for item in tensors]
+    return tensors.detach().clone()
 
 
 def _equal(a: Embeds, b: Embeds) -> bool:

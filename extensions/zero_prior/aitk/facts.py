@@ -18,3 +18,5 @@ TRAIN_STEPS_DEFAULT = 1000
 STEP_LOG = "loss_log.db"
 # The image types ai-toolkit trains on (toolkit/data_loader.py: image_extensions).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+# Where a dataset names its control image folders (toolkit/config_modules.py DatasetConfig): edit models need one.
+CONTROL_PATH_KEYS = ("control_path", "control_path_1", "control_path_2", "control_path_3")

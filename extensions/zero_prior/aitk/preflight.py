@@ -18,14 +18,17 @@ from typing import Any
 from ..errors import ConfigError
 from ..placeholder.vocabulary import check_placeholders
 from .datasets import find_images
-from .facts import IMAGE_EXTENSIONS
+from .facts import CONTROL_PATH_KEYS, IMAGE_EXTENSIONS
 from .settings import ZeroPriorSettings
 
 
 def check_datasets(process: Mapping[str, Any], path: str) -> None:
-    """Every dataset's ``folder_path`` exists and holds at least one image ai-toolkit trains on."""
+    """Every dataset's ``folder_path`` exists and holds images ai-toolkit trains on; its control folders exist."""
     for index, dataset in enumerate(process.get("datasets") or []):
-        if not isinstance(dataset, Mapping) or dataset.get("folder_path") is None:
+        if not isinstance(dataset, Mapping):
+            continue
+        _check_control_folders(dataset, f"{path}.datasets[{index}]")
+        if dataset.get("folder_path") is None:
             continue
         key = f"{path}.datasets[{index}].folder_path"
         folder = Path(str(dataset["folder_path"])).expanduser()
@@ -34,6 +37,16 @@ def check_datasets(process: Mapping[str, Any], path: str) -> None:
         if folder.is_dir() and not find_images(folder):
             raise ConfigError(f"{key} {str(folder)!r} holds no images ai-toolkit trains on "
                               f"({', '.join(IMAGE_EXTENSIONS)}); add the training images or fix the path")
+
+
+def _check_control_folders(dataset: Mapping[str, Any], where: str) -> None:
+    """Each control folder a dataset names exists (in a missing one ai-toolkit silently finds no control images)."""
+    for key in CONTROL_PATH_KEYS:
+        value = dataset.get(key)
+        for folder in (value if isinstance(value, list) else [value] if value else []):
+            if not Path(str(folder)).expanduser().is_dir():
+                raise ConfigError(f"{where}.{key} {str(folder)!r} is not a folder; point it at the folder of "
+                                  "control images (named like the training images)")
 
 
 def check_token(process: Mapping[str, Any], settings: ZeroPriorSettings) -> str | None:

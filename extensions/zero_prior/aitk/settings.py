@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..models import FAMILIES, ModelFamily, family_for_arch
 from ..placeholder.config import PlaceholderConfig
 from ..yaml_reader import Block
-from .facts import TOGGLE, TRAIN_LR_DEFAULT, TRAIN_STEPS_DEFAULT
+from .facts import CONTROL_PATH_KEYS, TOGGLE, TRAIN_LR_DEFAULT, TRAIN_STEPS_DEFAULT
 
 # train.<flag>: why it cannot be combined with placeholder training.
 _REFUSED_TRAIN_FLAGS = {
@@ -103,10 +103,7 @@ def read_settings(process: Mapping[str, Any], index: int = 0) -> ZeroPriorSettin
     if not enabled:
         return ZeroPriorSettings(enabled=False, placeholder=placeholder, path=path)
     family = _refuse_conflicts(block, train, placeholder)
-    refusal = family.prefix_cache_refusal()
-    if placeholder.prefix_cache and refusal:
-        raise ConfigError(f"{path}.placeholder.prefix_cache: true cannot be used with {family.label}: {refusal}; "
-                          "remove it or set it to false")
+    _refuse_for_family(family, block, train, placeholder)
     return ZeroPriorSettings(
         enabled=True, placeholder=placeholder, path=path, pivot_step=_pivot_step(block, train, placeholder),
         placeholder_lr=placeholder_learning_rate(process, placeholder, path), family=family,
@@ -196,6 +193,57 @@ def _refuse_conflicts(block: Block, train: Block, placeholder: PlaceholderConfig
             "token) or make it contain the token"
         )
     return family
+
+
+def _refuse_for_family(family: ModelFamily, block: Block, train: Block, placeholder: PlaceholderConfig) -> None:
+    """Refuse what ``family`` rules out (``ModelFamily.*_refusal``) or cannot train without (control images)."""
+    path = block.path
+    refusal = family.prefix_cache_refusal()
+    if placeholder.prefix_cache and refusal:
+        raise ConfigError(f"{path}.placeholder.prefix_cache: true cannot be used with {family.label}: {refusal}; "
+                          "remove it or set it to false")
+    refusal = family.pivot_refusal()
+    if placeholder.stop_step is not None and refusal:
+        raise ConfigError(f"{path}.placeholder.stop_step cannot be used with {family.label}: {refusal}; remove "
+                          "stop_step (the vector then trains for the whole run)")
+    batch_size = train.integer("batch_size", 1, minimum=1)
+    refusal = family.batch_size_refusal()
+    if batch_size > 1 and refusal:
+        raise ConfigError(f"{path}.train.batch_size {batch_size} cannot be used with {family.label} and "
+                          f"train.{TOGGLE}: true: {refusal}; set batch_size: 1 (gradient_accumulation gives a "
+                          "larger effective batch)")
+    if family.control_images:
+        _refuse_missing_controls(family, block, train)
+
+
+# Where ai-toolkit reads a sample's control image (config_modules.py SampleItem).
+_SAMPLE_CONTROL_KEYS = ("ctrl_img", "ctrl_img_1")
+
+
+def _refuse_missing_controls(family: ModelFamily, block: Block, train: Block) -> None:
+    """An edit family encodes every caption and sample prompt with control images; refuse any that has none."""
+    process, path = block.raw, block.path
+    for number, dataset in enumerate(process.get("datasets") or []):
+        if isinstance(dataset, Mapping) and not any(dataset.get(key) for key in CONTROL_PATH_KEYS):
+            raise ConfigError(
+                f"{path}.datasets[{number}] has no control_path: {family.label} encodes every caption together "
+                "with its control image, and ai-toolkit stops without one; add control_path (a folder with a "
+                "control image of the same name per training image)"
+            )
+    if train.get("disable_sampling"):
+        return
+    sample = block.child("sample")
+    # ai-toolkit's SampleConfig reads sample.samples when present, else sample.prompts.
+    items = sample.get("samples") if sample.get("samples") is not None else sample.get("prompts") or []
+    for item in items:
+        prompt = str(item.get("prompt", "")) if isinstance(item, Mapping) else str(item)
+        if isinstance(item, Mapping) and any(item.get(key) for key in _SAMPLE_CONTROL_KEYS) or "--ctrl_img" in prompt:
+            continue
+        raise ConfigError(
+            f"{path}.sample prompt {prompt!r} has no control image: {family.label} samples edit an image, and "
+            "ai-toolkit stops at the first sample without one; give each entry of sample.samples a ctrl_img_1 "
+            "(or end the prompt with --ctrl_img PATH), or set train.disable_sampling: true"
+        )
 
 
 def _pivot_step(block: Block, train: Block, placeholder: PlaceholderConfig) -> int | None:

@@ -6,8 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_FAMILY
+from ..models import DEFAULT_FAMILY, family_named
 from ..testbed.tiny_model import BUILDERS
+
+# The demo trains on captions alone; an edit family (control images) has no demo yet.
+DEMO_FAMILIES = sorted(name for name in BUILDERS if not family_named(name).control_images)
 
 
 def register(subparsers: Any) -> None:
@@ -20,7 +23,7 @@ def register(subparsers: Any) -> None:
                                                              "~/ai-toolkit)")
     parser.add_argument("--steps", type=int, default=4, help="training steps per arm (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="subject and generation seed")
-    parser.add_argument("--family", default=DEFAULT_FAMILY.name, choices=sorted(BUILDERS),
+    parser.add_argument("--family", default=DEFAULT_FAMILY.name, choices=DEMO_FAMILIES,
                         help=f"model family of the tiny model (default {DEFAULT_FAMILY.name})")
     parser.set_defaults(run=run)
 

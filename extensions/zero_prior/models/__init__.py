@@ -12,9 +12,10 @@ from typing import Any
 from ..errors import PipelineError
 from .family import ModelFamily
 from .qwen_image import QWEN_IMAGE
+from .qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
 from .z_image import Z_IMAGE
 
-FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE, Z_IMAGE)
+FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE, Z_IMAGE, QWEN_IMAGE_EDIT_PLUS)
 FAMILY_NAMES = tuple(family.name for family in FAMILIES)
 DEFAULT_FAMILY = QWEN_IMAGE
 
@@ -28,7 +29,14 @@ def family_named(name: str) -> ModelFamily:
 
 
 def family_for_arch(arch: str | None) -> ModelFamily | None:
-    """The family of an ai-toolkit arch (``qwen_image``, ``qwen_image:2512``, or our own arch); None if unsupported."""
+    """The family of an ai-toolkit arch (``qwen_image``, ``qwen_image:2512``, or our own arch); None if unsupported.
+
+    ai-toolkit cuts a tag after a colon (``ModelConfig``), so ``arch: qwen_image:2512`` trains Qwen-Image and
+    ``qwen_image_edit_plus:2511`` Qwen-Image-Edit-Plus; this is the one place zero-prior does the same.
+
+    >>> family_for_arch("qwen_image:2512").name, family_for_arch("qwen_image_edit_plus:2511").name
+    ('qwen_image', 'qwen_image_edit_plus')
+    """
     base = str(arch).split(":")[0] if arch is not None else None
     return next((f for f in FAMILIES if base in (f.aitk_arch, f.zero_prior_arch)), None)
 

@@ -4,7 +4,8 @@ A placeholder token is the same idea on every model whose text encoder is an
 LLM: a new tokenizer entry, a vector spliced into the input embedding, a
 prompt template it must survive. What differs per family is named here once:
 the prompt template and how many leading positions the pipeline drops, how to
-reach the tokenizer and text encoder of a diffusers pipeline, how to run the
+reach the tokenizer(s) and text encoder of a diffusers pipeline, which
+zero-prior features the family rules out (and why), how to run the
 encoder's decoder stack from a given position on, which diffusers pipeline
 classes it applies to, and the ai-toolkit arch it trains under. Each family is
 one module of ``zero_prior.models`` with one instance of a subclass of this.
@@ -41,10 +42,20 @@ class ModelFamily:
     max_length: int  # the pipeline's tokenizer_max_length (user prompt positions)
     # The pipeline's call argument for classifier-free guidance (on above 1, with the negative prompt).
     cfg_argument: str = "true_cfg_scale"
+    # Whether the pipeline encodes every prompt together with control images (``image=``), as edit models do.
+    control_images: bool = False
 
     def prefix_cache_refusal(self) -> str | None:
         """Why ``training.prefix_cache`` cannot encode this family's prompts, or None when it can."""
         return "zero-prior's prefix cache supports this family's text encoder only once it implements hidden_states"
+
+    def pivot_refusal(self) -> str | None:
+        """Why ``placeholder.stop_step`` (encode every prompt once, then unload the encoder) cannot work, or None."""
+        return None
+
+    def batch_size_refusal(self) -> str | None:
+        """Why ai-toolkit cannot train this family with ``train.batch_size`` above 1, or None when it can."""
+        return None
 
     def wrap_prompt(self, prompt: str) -> str:
         """``prompt`` inside the family's template, as the pipeline tokenizes it."""
@@ -57,6 +68,14 @@ class ModelFamily:
     def tokenizer(self, pipe: Any) -> Any:
         """The tokenizer of a diffusers pipeline of this family."""
         return pipe.tokenizer
+
+    def tokenizers(self, pipe: Any) -> list[Any]:
+        """Every tokenizer object the pipeline encodes prompts with, ``tokenizer(pipe)`` first.
+
+        A placeholder must be registered on each of them (on all or on none),
+        or a prompt would reach the encoder without its id.
+        """
+        return [self.tokenizer(pipe)]
 
     def accepts(self, pipe: Any) -> bool:
         """Whether ``pipe`` (a diffusers pipeline object) belongs to this family."""

@@ -18,12 +18,12 @@ from ..models import DEFAULT_FAMILY, ModelFamily
 from .config import PlaceholderConfig
 from .splice import PlaceholderEmbedding, ensure_embedding_rows
 from .starts import initial_vectors
-from .vocabulary import check_placeholders, register_placeholders
+from .vocabulary import check_placeholders, register_placeholders, tokenizer_group
 
 
 def add_placeholders(
     text_encoder: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizers: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase],
     configs: Sequence[PlaceholderConfig],
     family: ModelFamily = DEFAULT_FAMILY,
 ) -> list[PlaceholderEmbedding]:
@@ -31,20 +31,24 @@ def add_placeholders(
 
     Nothing in ``text_encoder`` is made trainable; the returned modules hold
     the only trainable tensors (``.vectors``). Either every placeholder is
-    added or, on a ``PlaceholderError``, tokenizer and encoder are unchanged.
-    ``family`` names the prompt template the tokens are checked in.
+    added or, on a ``PlaceholderError``, tokenizers and encoder are unchanged.
+    ``tokenizers`` is the tokenizer, or every tokenizer the pipeline encodes
+    with (``ModelFamily.tokenizers``); ``family`` names the prompt template
+    the tokens are checked in.
 
     Example::
 
         [zwx] = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()])
         optimizer = torch.optim.AdamW([{"params": [zwx.vectors], "weight_decay": 0.0}])
     """
-    check_placeholders(tokenizer, configs, family)
+    group = tokenizer_group(tokenizers)
+    check_placeholders(group, configs, family)
+    tokenizer = group[0]
     tokenizer_length = len(tokenizer)
     # The vectors are the only trainable tensors; pipelines load encoders with grads on.
     text_encoder.requires_grad_(False)
     embeddings = []
-    for config, registered in zip(configs, register_placeholders(tokenizer, configs, check=False, family=family)):
+    for config, registered in zip(configs, register_placeholders(group, configs, check=False, family=family)):
         ensure_embedding_rows(text_encoder, registered.token_ids)
         weight = text_encoder.get_input_embeddings().weight
         start = initial_vectors(config, weight, tokenizer, tokenizer_length)

@@ -3,10 +3,12 @@
 Everything is checked on a throw-away copy of the tokenizer first (token
 free, one id per entry inside the family's full prompt template, template
 prefix unchanged) and only then applied to the real one, so a refused token
-leaves the tokenizer exactly as it was. The copy (``light_copy``) shares the
-tokenizer's read-only BPE model and owns only its added-token list, so it
-costs milliseconds where a deep copy of the 151k-entry vocabulary costs about
-a second.
+leaves the tokenizer exactly as it was. A pipeline that encodes with more
+than one tokenizer object (Qwen-Image-Edit-Plus: its processor's own) gets
+the token on each, at the same ids, once all of them passed. The copy
+(``light_copy``) shares the tokenizer's read-only BPE model and owns only its
+added-token list, so it costs milliseconds where a deep copy of the
+151k-entry vocabulary costs about a second.
 """
 
 from __future__ import annotations
@@ -57,46 +59,73 @@ class RegisteredToken:
 
 
 def register_placeholders(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizers: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase],
     configs: Sequence[PlaceholderConfig],
     check: bool = True,
     family: ModelFamily = DEFAULT_FAMILY,
 ) -> list[RegisteredToken]:
-    """Add every placeholder's entries to ``tokenizer``, all or none.
+    """Add every placeholder's entries to ``tokenizers``, all or none.
 
-    With ``check`` (the default) everything ``check_placeholders`` refuses is
-    refused first, so a refused token leaves the tokenizer unchanged. Pass
-    ``check=False`` only right after a successful ``check_placeholders`` on the
-    same tokenizer.
+    ``tokenizers`` is one tokenizer or every tokenizer a pipeline encodes
+    with (``ModelFamily.tokenizers``); each gets the same entries at the same
+    ids. With ``check`` (the default) everything ``check_placeholders``
+    refuses is refused first, so a refused token leaves every tokenizer
+    unchanged. Pass ``check=False`` only right after a successful
+    ``check_placeholders`` on the same tokenizers.
 
     Example::
 
         [zwx] = register_placeholders(tokenizer, [PlaceholderConfig()])
         zwx.token_ids  # -> (151665,)
     """
+    group = tokenizer_group(tokenizers)
     if check:
-        check_placeholders(tokenizer, configs, family)
-    return [_add_entries(tokenizer, config) for config in configs]
+        check_placeholders(group, configs, family)
+    registered = [_add_entries(group[0], config) for config in configs]
+    for other in group[1:]:  # as long as the first (checked), so each entry lands on the same id
+        for config in configs:
+            _add_entries(other, config)
+    return registered
 
 
 def check_placeholders(
-    tokenizer: PreTrainedTokenizerBase, configs: Sequence[PlaceholderConfig], family: ModelFamily = DEFAULT_FAMILY
+    tokenizers: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase],
+    configs: Sequence[PlaceholderConfig],
+    family: ModelFamily = DEFAULT_FAMILY,
 ) -> None:
     """Refuse (``PlaceholderError``, naming the token and why) what cannot be registered.
 
     A token is refused if it is empty, already in the vocabulary, repeated, or
     does not encode to exactly its own ids inside ``family``'s prompt template
     in every context of ``TOKEN_CONTEXTS`` (start of prompt, punctuation,
-    brackets, quotes, possessive). The checks run on a copy: ``tokenizer`` is
-    never changed.
+    brackets, quotes, possessive), in each of ``tokenizers`` (one tokenizer,
+    or all a pipeline encodes with, which must then give a new token the same
+    ids). The checks run on copies: no tokenizer is ever changed.
     """
     tokens = [config.token for config in configs]
     if len(set(tokens)) != len(tokens):
         raise PlaceholderError(f"placeholder tokens must be distinct, got {tokens}")
-    probe = light_copy(tokenizer)
-    for config in configs:
-        _check_vocabulary(probe, config)
-        _check_in_template(probe, _add_entries(probe, config), family)
+    group = tokenizer_group(tokenizers)
+    lengths = [len(tokenizer) for tokenizer in group]
+    if configs and len(set(lengths)) > 1:
+        raise PlaceholderError(
+            f"the pipeline's tokenizers hold {lengths} entries, so placeholder {tokens[0]!r} would get different "
+            "ids in each; load the tokenizer and the processor from the same model (and register tokens only "
+            "through zero-prior)"
+        )
+    for tokenizer in group:
+        probe = light_copy(tokenizer)
+        for config in configs:
+            _check_vocabulary(probe, config)
+            _check_in_template(probe, _add_entries(probe, config), family)
+
+
+def tokenizer_group(tokenizers: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase]) -> list:
+    """``tokenizers`` as a list (one tokenizer becomes a list of one); the same object named twice counts once."""
+    group = [tokenizers] if isinstance(tokenizers, PreTrainedTokenizerBase) else list(tokenizers)
+    if not group:
+        raise PlaceholderError("no tokenizer to register the placeholder on")
+    return [tokenizer for index, tokenizer in enumerate(group) if all(tokenizer is not t for t in group[:index])]
 
 
 Tokenizer = TypeVar("Tokenizer", bound=PreTrainedTokenizerBase)

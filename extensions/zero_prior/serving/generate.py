@@ -60,6 +60,7 @@ def generate_images(
     width: int = 512,
     true_cfg_scale: float = 1.0,
     negative_prompt: str | None = None,
+    image: Any = None,
 ) -> list[Any]:
     """One PIL image per prompt, each from ``seed`` (so columns of a grid share noise).
 
@@ -67,20 +68,24 @@ def generate_images(
     prompts when several prompts share a call with ``num_images_per_prompt > 1``.
     ``true_cfg_scale`` goes to the family's guidance argument (Qwen-Image's
     ``true_cfg_scale``, Z-Image's ``guidance_scale``); above 1 it uses
-    ``negative_prompt``.
+    ``negative_prompt``. ``image`` is the control image (or list of them) an
+    edit family (Qwen-Image-Edit-Plus) edits; it is required there.
 
     Example::
 
         generate_images(pipe, ["a photo of <zwx>"], seed=1, steps=4, height=64, width=64)
     """
-    guidance = {family_for_pipeline(pipe).cfg_argument: true_cfg_scale}
+    family = family_for_pipeline(pipe)
+    if family.control_images and image is None:
+        raise ConfigError(f"{family.label} edits an image: pass the control image (image=, a PIL image or a list)")
+    arguments = {family.cfg_argument: true_cfg_scale, **({"image": image} if image is not None else {})}
     images = []
     for prompt in prompts:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         output = pipe(
             prompt=prompt,
             negative_prompt=negative_prompt,
-            **guidance,
+            **arguments,
             num_inference_steps=steps,
             height=height,
             width=width,

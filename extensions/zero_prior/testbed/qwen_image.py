@@ -120,15 +120,32 @@ def build(out_dir: str | Path, seed: int = 0, text_hidden_size: int = 64) -> Pat
             f"text_hidden_size={text_hidden_size} must be a positive multiple of {HEAD_DIM} "
             f"(the tiny text encoder uses {HEAD_DIM}-wide attention heads)"
         )
+    out = new_folder(out_dir)
+    write_components(out, seed, text_hidden_size)
+    (out / "model_index.json").write_text(json.dumps(_model_index(), indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def new_folder(out_dir: str | Path) -> Path:
+    """``out_dir``, created; a folder that already holds files is refused."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; choose a new folder for the tiny pipeline or delete this one")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
+
+def write_components(out: Path, seed: int, text_hidden_size: int = 64, vae_base_dim: int = 16,
+                     **transformer_options: bool) -> None:
+    """Qwen-Image's transformer, VAE, text encoder, scheduler and tokenizer into ``out`` (shared with Edit-Plus).
+
+    ``vae_base_dim`` is the VAE's first width; ``transformer_options`` go to
+    ``QwenImageTransformer2DModel`` (Edit-2511's ``zero_cond_t``).
+    """
     import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    out.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = QwenImageTransformer2DModel(
@@ -141,12 +158,13 @@ def build(out_dir: str | Path, seed: int = 0, text_hidden_size: int = 64) -> Pat
             joint_attention_dim=text_hidden_size,
             guidance_embeds=False,
             axes_dims_rope=(4, 6, 6),  # even, sums to attention_head_dim
+            **transformer_options,
         )
         transformer.save_pretrained(out / "transformer", safe_serialization=True)
 
         torch.manual_seed(seed + 1)
         vae = AutoencoderKLQwenImage(
-            base_dim=16,
+            base_dim=vae_base_dim,
             z_dim=16,
             dim_mult=[1, 2, 4, 4],
             num_res_blocks=1,
@@ -160,8 +178,6 @@ def build(out_dir: str | Path, seed: int = 0, text_hidden_size: int = 64) -> Pat
 
     FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
     copy_tokenizer(qwen_tokenizer_dir(), out / "tokenizer")
-    (out / "model_index.json").write_text(json.dumps(_model_index(), indent=2) + "\n", encoding="utf-8")
-    return out
 
 
 def cache_inputs() -> dict[str, str]:

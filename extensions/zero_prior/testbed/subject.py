@@ -78,12 +78,16 @@ def _background(rng: np.random.Generator, side: int) -> Image.Image:
     return Image.alpha_composite(image, clutter).convert("RGB")
 
 
-def _draw_image(seed: int, index: int, size: int) -> Image.Image:
-    """One pose of the subject; depends only on ``(seed, index)``, and ``size`` only scales it."""
-    pose = np.random.default_rng([seed, index, 0])
+def _draw_image(seed: int, index: int, size: int, streams: tuple[int, int] = (0, 1)) -> Image.Image:
+    """One pose of the subject; depends only on ``(seed, index, streams)``, and ``size`` only scales it.
+
+    ``streams`` pick the random draws of the pose and of the background:
+    control images use their own, so they show the subject another way.
+    """
+    pose = np.random.default_rng([seed, index, streams[0]])
     mirror, angle, extent, x, y = pose.random(), pose.uniform(-35, 35), pose.uniform(0.55, 0.95), *pose.random(2)
     side = size * SUPERSAMPLE
-    canvas = _background(np.random.default_rng([seed, index, 1]), side)
+    canvas = _background(np.random.default_rng([seed, index, streams[1]]), side)
 
     subject = _sprite().transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirror < 0.5 else _sprite()
     subject = subject.rotate(float(angle), resample=Image.Resampling.BICUBIC, expand=True)
@@ -102,13 +106,17 @@ def make_subject_dataset(
     seed: int = 0,
     caption: str = "a photo of [trigger]",
     overwrite: bool = False,
+    control_dir: str | Path | None = None,
 ) -> list[Path]:
     """Draw ``num_images`` poses of the striped fish into ``out_dir`` and return the image paths.
 
     Each ``NNN.png`` gets an ``NNN.txt`` caption (ai-toolkit replaces
-    ``[trigger]`` with the job's trigger word). A folder that already holds
-    images is refused unless ``overwrite=True``, which replaces earlier
-    ``NNN.png``/``NNN.txt`` files and leaves any other file alone.
+    ``[trigger]`` with the job's trigger word). With ``control_dir`` each also
+    gets a control image of the same name there (the fish in another pose and
+    scene), as ai-toolkit's edit datasets pair them (``control_path``). A
+    folder that already holds images is refused unless ``overwrite=True``,
+    which replaces earlier ``NNN.png``/``NNN.txt`` files and leaves any other
+    file alone.
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:
@@ -120,16 +128,15 @@ def make_subject_dataset(
     if size < 16:
         raise ConfigError(f"size={size} must be at least 16 pixels")
     out = Path(out_dir)
-    existing = sorted(p.name for p in out.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) if out.is_dir() else []
-    if existing and not overwrite:
-        raise ConfigError(
-            f"{out} already contains {len(existing)} image(s) (e.g. {existing[0]}); "
-            "choose an empty folder or pass overwrite=True (--overwrite on the command line)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.iterdir():
-        if _GENERATED_NAME.match(stale.name):
-            stale.unlink()
+    control = Path(control_dir) if control_dir is not None else None
+    folders = [out] if control is None else [out, control]
+    for folder in folders:  # every folder checked before any is touched
+        _refuse_images(folder, overwrite)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.iterdir():
+            if _GENERATED_NAME.match(stale.name):
+                stale.unlink()
 
     width = max(3, len(str(num_images - 1)))
     paths = []
@@ -137,5 +144,18 @@ def make_subject_dataset(
         image_path = out / f"{index:0{width}d}.png"
         _draw_image(seed, index, size).save(image_path)
         image_path.with_suffix(".txt").write_text(caption, encoding="utf-8")
+        if control is not None:
+            _draw_image(seed, index, size, streams=(2, 3)).save(control / image_path.name)
         paths.append(image_path)
     return paths
+
+
+def _refuse_images(folder: Path, overwrite: bool) -> None:
+    """Refuse a ``folder`` that already holds images unless ``overwrite``."""
+    existing = sorted(p.name for p in folder.glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS) \
+        if folder.is_dir() else []
+    if existing and not overwrite:
+        raise ConfigError(
+            f"{folder} already contains {len(existing)} image(s) (e.g. {existing[0]}); "
+            "choose an empty folder or pass overwrite=True (--overwrite on the command line)"
+        )

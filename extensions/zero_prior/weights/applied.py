@@ -87,15 +87,16 @@ def write_rows(text_encoder: Any, state: AppliedState, ids: tuple[int, ...], vec
 
 
 @torch.no_grad()
-def remove_tokens(tokenizer: Any, text_encoder: Any, state: AppliedState, names: set[str]) -> None:
-    """Unregister the placeholders ``names``: the tokenizer and the rows end as if they had never been loaded.
+def remove_tokens(tokenizers: list[Any], text_encoder: Any, state: AppliedState, names: set[str]) -> None:
+    """Unregister the placeholders ``names``: the tokenizers and the rows end as if they had never been loaded.
 
-    Tokenizer entries after the removed ones move down to the ids a load
-    without them would have given, and their rows move with them; every row no
-    longer used gets back the value it had before zero-prior first wrote it.
+    ``tokenizers`` are every tokenizer the pipeline encodes with (each held
+    the same entries). Entries after the removed ones move down to the ids a
+    load without them would have given, and their rows move with them; every
+    row no longer used gets back the value it had before zero-prior first wrote it.
     """
     removed = {entry for name in names for entry in state.tokens[name].token_strings}
-    moves = rebuild_added_tokens(tokenizer, removed)
+    [moves, *_] = [rebuild_added_tokens(tokenizer, removed) for tokenizer in tokenizers]
     weight = text_encoder.get_input_embeddings().weight
     for old, new in sorted(moves.items(), key=lambda move: move[1]):  # ascending new ids: nothing read is clobbered
         state.original_rows.setdefault(new, weight[new].detach().cpu().clone())

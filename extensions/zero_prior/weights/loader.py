@@ -8,7 +8,8 @@ against the transformer's layers (``lora_check``), and whether this very LoRA
 is already in the pipeline (loaded, or fused into a saved pipeline). Only then,
 in one fenced block that is rolled back if anything in it fails, are the LoRA
 loaded at the asked strength (the strengths of adapters already active are
-kept), the tokens registered, their rows written (never shrinking the
+kept), the tokens registered (on every tokenizer the pipeline encodes with,
+``ModelFamily.tokenizers``), their rows written (never shrinking the
 vocabulary) and multi-vector placeholders expanded by the tokenizer itself
 (``placeholder.expansion``). A file without zero-prior metadata (a baseline
 run) loads as a plain LoRA with a notice.
@@ -132,7 +133,7 @@ def unload_zero_prior(pipe: Any, token: str | None = None) -> UnloadResult:
         unload_zero_prior(pipe)  # back to the base pipeline
     """
     family = family_for_pipeline(pipe)
-    tokenizer, text_encoder = family.tokenizer(pipe), family.text_encoder(pipe)
+    tokenizers, text_encoder = family.tokenizers(pipe), family.text_encoder(pipe)
     state = applied_state(text_encoder)
     if token is not None and token not in state.tokens:
         raise PlaceholderError(f"{token!r} was not registered by load_zero_prior in this pipeline (registered: "
@@ -142,9 +143,10 @@ def unload_zero_prior(pipe: Any, token: str | None = None) -> UnloadResult:
     present = _adapter_names(pipe)
     adapters = [applied.adapter_name for applied in files if applied.adapter_name in present]
     _remove_adapters(pipe, adapters)
-    remove_expansion(tokenizer, names)
+    for tokenizer in tokenizers:
+        remove_expansion(tokenizer, names)
     if names:
-        remove_tokens(tokenizer, text_encoder, state, names)
+        remove_tokens(tokenizers, text_encoder, state, names)
     for applied in files:
         state.files.pop(applied.adapter_name, None)
     set_saved_records(text_encoder, [r for r in saved_records(text_encoder)
@@ -161,9 +163,9 @@ def _load(
         trained_for = family_named(record.family).label if record.family in FAMILY_NAMES else record.family
         raise FormatError(f"{label} was trained for {trained_for}, but this is a {family.label} pipeline "
                           f"({type(pipe).__name__}); load it into a {trained_for} pipeline")
-    tokenizer, text_encoder = family.tokenizer(pipe), family.text_encoder(pipe)
+    tokenizers, text_encoder = family.tokenizers(pipe), family.text_encoder(pipe)
     state = applied_state(text_encoder)
-    plan = _plan_placeholders(tokenizer, text_encoder, family, record, label, token_scale) if record else []
+    plan = _plan_placeholders(tokenizers, text_encoder, family, record, label, token_scale) if record else []
     lora = read_lora(pipe, package.lora_file, label)
     modules = check_fits(pipe.transformer, lora, label)
     digest = lora_digest(lora)
@@ -194,16 +196,17 @@ def _load(
                 result.tokens.append(existing)
                 continue
             rows = text_encoder.get_input_embeddings().num_embeddings
-            [registered] = register_placeholders(tokenizer, [_config(stored)], check=False, family=family)
+            [registered] = register_placeholders(tokenizers, [_config(stored)], check=False, family=family)
             state.tokens[stored.token] = registered
             registered_here.add(stored.token)
             if ensure_embedding_rows(text_encoder, registered.token_ids) != rows and state.rows_before is None:
                 state.rows_before = rows
             write_rows(text_encoder, state, registered.token_ids, stored.vectors * token_scale)
             result.tokens.append(registered)
-        install_expansion(tokenizer, result.tokens)
+        for tokenizer in tokenizers:
+            install_expansion(tokenizer, result.tokens)
     except BaseException:
-        _roll_back(pipe, tokenizer, text_encoder, state, name, registered_here)
+        _roll_back(pipe, tokenizers, text_encoder, state, name, registered_here)
         raise
     tokens = [token.token for token in result.tokens]
     state.files[name] = AppliedFile(name, digest, tokens, token_scale)
@@ -220,9 +223,10 @@ def _load(
 
 
 def _plan_placeholders(
-    tokenizer: Any, text_encoder: Any, family: ModelFamily, record: ZeroPriorRecord, path: str, token_scale: float
+    tokenizers: list[Any], text_encoder: Any, family: ModelFamily, record: ZeroPriorRecord, path: str,
+    token_scale: float,
 ) -> list[tuple[StoredPlaceholder, RegisteredToken | None]]:
-    """Check every placeholder against the pipeline; return (stored placeholder, already-registered token)."""
+    """Check every placeholder against the pipeline's tokenizers; return (stored placeholder, registered token)."""
     embedding = text_encoder.get_input_embeddings()
     if embedding.embedding_dim != record.hidden_size:
         raise FormatError(
@@ -230,7 +234,7 @@ def _plan_placeholders(
             f"encoder has {embedding.embedding_dim}; the file was trained for another base model: load it into "
             "the model it was trained for"
         )
-    vocab = tokenizer.get_vocab()
+    vocab = tokenizers[0].get_vocab()
     plan = []
     for stored in record.placeholders:
         config = _config(stored)
@@ -238,9 +242,9 @@ def _plan_placeholders(
             raise FormatError(f"{path}: placeholder {stored.token!r} lists entries {stored.token_strings}, expected "
                               f"{list(config.token_strings)}; use the file the training wrote, or download it again")
         present = [entry for entry in stored.token_strings if entry in vocab]
-        existing = _existing(tokenizer, text_encoder, stored, present, path, token_scale) if present else None
+        existing = _existing(tokenizers, text_encoder, stored, present, path, token_scale) if present else None
         plan.append((stored, existing))
-    check_placeholders(tokenizer, [_config(stored) for stored, existing in plan if existing is None], family)
+    check_placeholders(tokenizers, [_config(stored) for stored, existing in plan if existing is None], family)
     return plan
 
 
@@ -249,13 +253,18 @@ def _config(stored: StoredPlaceholder) -> PlaceholderConfig:
 
 
 def _existing(
-    tokenizer: Any, text_encoder: Any, stored: StoredPlaceholder, present: list[str], path: str, token_scale: float
+    tokenizers: list[Any], text_encoder: Any, stored: StoredPlaceholder, present: list[str], path: str,
+    token_scale: float,
 ) -> RegisteredToken:
-    """A token that is already registered may be reused only with the very same (scaled) vector."""
+    """A token already registered (in every tokenizer, at the same ids) is reused only with the same scaled vector."""
     if len(present) != len(stored.token_strings):
         raise PlaceholderError(f"{path}: only some entries of placeholder {stored.token!r} are in the tokenizer "
                                f"({present}); load it into a fresh pipeline")
-    ids = tuple(tokenizer.convert_tokens_to_ids(list(stored.token_strings)))
+    entries = list(stored.token_strings)
+    ids = tuple(tokenizers[0].convert_tokens_to_ids(entries))
+    if any(tuple(other.convert_tokens_to_ids(entries)) != ids for other in tokenizers[1:]):
+        raise PlaceholderError(f"{path}: placeholder {stored.token!r} is registered in the pipeline's tokenizers at "
+                               "different ids (or in only some of them); load it into a fresh pipeline")
     weight = text_encoder.get_input_embeddings().weight
     rows = (stored.vectors * token_scale).to(weight.dtype)
     if max(ids) >= weight.shape[0] or not torch.equal(weight[list(ids)].detach().cpu(), rows):
@@ -326,14 +335,15 @@ def _adapter_weight(transformer: torch.nn.Module, name: str) -> float | None:
     return None
 
 
-def _roll_back(pipe: Any, tokenizer: Any, text_encoder: Any, state: AppliedState, name: str,
+def _roll_back(pipe: Any, tokenizers: list[Any], text_encoder: Any, state: AppliedState, name: str,
                registered: set[str]) -> None:
     """Undo a load that failed inside its fence: its adapter, tokens, rows and expansion."""
     if name in _adapter_names(pipe):
         _remove_adapters(pipe, [name])
-    remove_expansion(tokenizer, registered)
+    for tokenizer in tokenizers:
+        remove_expansion(tokenizer, registered)
     if registered:
-        remove_tokens(tokenizer, text_encoder, state, registered)
+        remove_tokens(tokenizers, text_encoder, state, registered)
 
 
 def _remove_adapters(pipe: Any, names: list[str]) -> None:

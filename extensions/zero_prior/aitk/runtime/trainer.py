@@ -111,9 +111,9 @@ class ZeroPriorTrainer(SDTrainer):
             )
         tokenizer = self.sd.tokenizer[0]
         self.tokenizer_length = len(tokenizer)
-        with self._config_kept_on_refusal():
-            self.placeholders = add_placeholders(self.sd.text_encoder[0], tokenizer, [self.zero_prior.placeholder],
-                                                 family=family)
+        with self._config_kept_on_refusal():  # on every tokenizer the model encodes with, or on none
+            self.placeholders = add_placeholders(self.sd.text_encoder[0], self.sd.placeholder_tokenizers(),
+                                                 [self.zero_prior.placeholder], family=family)
         if self.zero_prior.placeholder.verify_text_encoder:
             self._text_encoder_sha256 = module_sha256(self.sd.text_encoder[0])
         self.sd.placeholder_tokens = [placeholder.registered for placeholder in self.placeholders]

@@ -1,6 +1,7 @@
 """ai-toolkit model subclasses for placeholder training, one module per family; ``AI_TOOLKIT_MODELS`` lists them."""
 
 from .qwen_image import QwenImageZeroPriorModel
+from .qwen_image_edit_plus import QwenImageEditPlusZeroPriorModel
 from .z_image import ZImageZeroPriorModel
 
-AI_TOOLKIT_MODELS = [QwenImageZeroPriorModel, ZImageZeroPriorModel]
+AI_TOOLKIT_MODELS = [QwenImageZeroPriorModel, ZImageZeroPriorModel, QwenImageEditPlusZeroPriorModel]

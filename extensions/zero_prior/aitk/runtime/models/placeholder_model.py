@@ -11,17 +11,22 @@ Mixed in before the ai-toolkit class (``class X(PlaceholderModelMixin, QwenImage
   carries the placeholder record in its metadata.
 
 What is family-specific (where ai-toolkit cuts the gradient to the prompt)
-stays in the family's own subclass.
+stays in the family's own subclass; ``prompt_reattached`` is the one way
+those subclasses put the gradient back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from toolkit.accelerator import unwrap_model
 from toolkit.prompt_utils import PromptEmbeds
 
+from ....errors import AiToolkitError
+from ....models import ModelFamily
 from ....placeholder.vocabulary import RegisteredToken, expand_prompt
 from ....training.prefix_cache import PrefixCache
 from ....weights.format import ZeroPriorRecord, save_lora_file
@@ -30,6 +35,8 @@ from ..pivot import FrozenPrompts
 
 class PlaceholderModelMixin:
     """Placeholder state set by ``ZeroPriorTrainer.hook_after_model_load``; see the module docstring."""
+
+    family: ModelFamily  # set by each subclass
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -40,6 +47,10 @@ class PlaceholderModelMixin:
         self.prefix_cache: PrefixCache | None = None
         # ... and every prompt's embeddings from the pivot on.
         self.frozen_prompts: FrozenPrompts | None = None
+
+    def placeholder_tokenizers(self) -> list[Any]:
+        """Every tokenizer the model's pipeline encodes with (``ModelFamily.tokenizers``); the token goes on each."""
+        return self.family.tokenizers(self.pipeline)
 
     def get_prompt_embeds(self, prompt: str | list[str], *args: Any, **kwargs: Any) -> PromptEmbeds:
         """Encode with each multi-vector placeholder expanded to its consecutive entries.
@@ -66,3 +77,32 @@ class PlaceholderModelMixin:
         """Write the LoRA with the placeholder record; ai-toolkit's ``save_weights`` calls this."""
         record = self.record_builder() if self.record_builder is not None else None
         save_lora_file(output_path, state_dict, metadata, record=record)
+
+
+@contextmanager
+def prompt_reattached(transformer: torch.nn.Module, attached: torch.Tensor, argument: str,
+                      model: str) -> Iterator[None]:
+    """In the block, the transformer's ``argument`` keyword becomes ``attached`` (the same values, with graph).
+
+    ai-toolkit's models hand the transformer prompt embeddings that are
+    detached (or built under ``torch.no_grad``), so no gradient reaches the
+    placeholder. Rather than copy their packing code, a one-call forward
+    pre-hook puts back the same tensor still attached to the graph; a shape
+    other than ``attached``'s means ai-toolkit's ``model`` changed, and stops
+    the step.
+    """
+
+    def reattach(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        detached = kwargs[argument]
+        if detached.shape != attached.shape:
+            raise AiToolkitError(
+                f"zero-prior: the transformer got {argument} of shape {list(detached.shape)}, expected "
+                f"{list(attached.shape)}; this ai-toolkit version changed {model}"
+            )
+        return args, {**kwargs, argument: attached}
+
+    handle = unwrap_model(transformer).register_forward_pre_hook(reattach, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

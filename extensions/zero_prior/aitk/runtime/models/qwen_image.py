@@ -18,12 +18,10 @@ from typing import Any
 
 import torch
 from extensions_built_in.diffusion_models.qwen_image import QwenImageModel
-from toolkit.accelerator import unwrap_model
 from toolkit.prompt_utils import PromptEmbeds
 
-from ....errors import AiToolkitError
 from ....models.qwen_image import QWEN_IMAGE
-from .placeholder_model import PlaceholderModelMixin
+from .placeholder_model import PlaceholderModelMixin, prompt_reattached
 
 
 class QwenImageZeroPriorModel(PlaceholderModelMixin, QwenImageModel):
@@ -58,18 +56,5 @@ class QwenImageZeroPriorModel(PlaceholderModelMixin, QwenImageModel):
         if not (torch.is_grad_enabled() and embeds.requires_grad):
             return super().get_noise_prediction(latent_model_input, timestep, text_embeddings, **kwargs)
         attached = embeds.to(self.device_torch, self.torch_dtype)
-
-        def reattach(module: torch.nn.Module, args: tuple, call_kwargs: dict) -> tuple[tuple, dict]:
-            detached = call_kwargs["encoder_hidden_states"]
-            if detached.shape != attached.shape:
-                raise AiToolkitError(
-                    f"zero-prior: the transformer got encoder_hidden_states of shape {list(detached.shape)}, "
-                    f"expected {list(attached.shape)}; this ai-toolkit version changed QwenImageModel"
-                )
-            return args, {**call_kwargs, "encoder_hidden_states": attached}
-
-        handle = unwrap_model(self.transformer).register_forward_pre_hook(reattach, with_kwargs=True)
-        try:
+        with prompt_reattached(self.transformer, attached, "encoder_hidden_states", "QwenImageModel"):
             return super().get_noise_prediction(latent_model_input, timestep, text_embeddings, **kwargs)
-        finally:
-            handle.remove()
