@@ -453,6 +453,7 @@ def _rank_records(run: Run) -> list[list[dict]]:
     return [json.loads((run.save_root.parent / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
+@pytest.mark.long
 def test_two_processes_keep_the_vector_and_lora_identical_and_save_once(two_process_runs: dict[str, Run]) -> None:
     run = two_process_runs["two_processes"]
     ranks = _rank_records(run)
@@ -466,6 +467,7 @@ def test_two_processes_keep_the_vector_and_lora_identical_and_save_once(two_proc
     assert read_zero_prior(run.final).extra["pivot_step"] == 3
 
 
+@pytest.mark.long
 def test_two_processes_resume_at_the_same_step(two_process_runs: dict[str, Run]) -> None:
     ranks = _rank_records(two_process_runs["two_processes_resumed"])
     assert [s["step"] for s in ranks[0]] == [s["step"] for s in ranks[1]] == [2, 3, 4]

@@ -54,6 +54,8 @@ VECTORS = 2
 FIRST_SPARE_ID = 151665  # Qwen2.5-VL's tokenizer (both of the pipeline's) holds 151665 entries
 PROMPT = f"a photo of {TOKEN}"
 
+pytestmark = pytest.mark.long  # a whole family through run.py: the second pass of the test command
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

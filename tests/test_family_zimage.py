@@ -45,6 +45,8 @@ from zero_prior.weights.loader import load_zero_prior
 VECTORS = 2
 FIRST_SPARE_ID = 151669  # Qwen3's tokenizer holds 151669 entries
 
+pytestmark = pytest.mark.long  # a whole family through run.py: the second pass of the test command
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:

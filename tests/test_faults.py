@@ -59,6 +59,7 @@ def _kill_loop(script: str, check, tmp_path: Path) -> int:
 
 
 @pytest.mark.slow  # each killed child imports torch and diffusers
+@pytest.mark.long
 def test_an_overwriting_export_killed_at_any_moment_leaves_the_old_or_the_new_export(trained, tmp_path):
     destination = tmp_path / "out"
     export_weights(trained.path, destination, "comfyui")
@@ -83,6 +84,7 @@ def test_an_overwriting_export_killed_at_any_moment_leaves_the_old_or_the_new_ex
 
 
 @pytest.mark.slow  # each killed child imports torch
+@pytest.mark.long
 def test_a_lora_save_killed_at_any_moment_leaves_a_whole_file(trained, tmp_path):
     target = tmp_path / "lora.safetensors"
     script = textwrap.dedent(f"""
