@@ -69,7 +69,8 @@ def tiny_clip() -> comfy.sd.CLIP:
     clip = comfy.sd.CLIP(target, model_options={"qwen25_7b_class": TinyQwen25Model, "dtype": torch.float32})
     weights = {}
     for file in sorted((tiny / "text_encoder").glob("*.safetensors")):
-        weights.update({k: v for k, v in load_file(str(file)).items() if not k.startswith("model.visual.")})
+        # the language model only: these prompts have no image, and ComfyUI's encoder has no lm_head
+        weights.update({k: v for k, v in load_file(str(file)).items() if not k.startswith(("model.visual.", "lm_head."))})
     missing, unexpected = clip.load_sd(weights)
     assert not unexpected and not [k for k in missing if not k.startswith("visual.")], (missing, unexpected)
     return clip

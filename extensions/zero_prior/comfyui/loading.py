@@ -79,13 +79,14 @@ def load_zero_prior_lora(model: Any, clip: Any, path: str | os.PathLike[str], st
         tokenizer = _qwen_image_tokenizer(clip, label)
         width = _encoder_width(clip)
         if width is not None and width != record.hidden_size:
-            raise FormatError(f"{label}: the placeholder vectors have hidden size {record.hidden_size} but this CLIP's "
-                              f"text encoder has {width}; load the text encoder of the model the file was trained "
-                              "for (Qwen-Image's Qwen2.5-VL 7B)")
+            raise FormatError(f"{label}: the placeholder vectors have hidden size {record.hidden_size} but this "
+                              f"CLIP's text encoder has {width}; load the text encoder of the model the file was "
+                              "trained for (Qwen-Image's Qwen2.5-VL 7B)")
         lora = comfy.utils.load_torch_file(str(package.lora_file), safe_load=True)
     check_lora(model, lora, label)
     family = family_named(record.family)
-    new_tokenizer = with_placeholders(tokenizer, ENCODER_KEY, record.placeholders, float(strength_token), family, label)
+    new_tokenizer = with_placeholders(tokenizer, ENCODER_KEY, record.placeholders, float(strength_token), family,
+                                      label)
     # --- everything is checked; the outputs are new objects, the inputs stay as they were ---
     new_model, _ = comfy.sd.load_lora_for_models(model, None, lora, float(strength_model), 0.0)
     new_clip = clip.clone()
