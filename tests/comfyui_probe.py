@@ -70,7 +70,8 @@ def tiny_clip() -> comfy.sd.CLIP:
     weights = {}
     for file in sorted((tiny / "text_encoder").glob("*.safetensors")):
         # the language model only: these prompts have no image, and ComfyUI's encoder has no lm_head
-        weights.update({k: v for k, v in load_file(str(file)).items() if not k.startswith(("model.visual.", "lm_head."))})
+        weights.update({k: v for k, v in load_file(str(file)).items()
+                        if not k.startswith(("model.visual.", "lm_head."))})
     missing, unexpected = clip.load_sd(weights)
     assert not unexpected and not [k for k in missing if not k.startswith("visual.")], (missing, unexpected)
     return clip
@@ -117,6 +118,27 @@ def error_of(call) -> str | None:
     except Exception as error:  # the message ComfyUI would show
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def validate_workflow(path: Path, models: Path) -> dict:
+    """ComfyUI's own check of an API-format workflow (what its server runs before queueing a prompt).
+
+    Model files need only exist by name, so empty stand-ins are made for the loaders' choices; the extra nodes
+    the workflow uses are loaded the way ComfyUI loads its built-in extras.
+    """
+    import execution
+
+    workflow = json.loads(path.read_text())
+    for module in ("nodes_sd3.py", "nodes_model_advanced.py"):
+        asyncio.run(nodes.load_custom_node(str(comfyui_dir / "comfy_extras" / module), module_parent="comfy_extras"))
+    for folder, key in (("diffusion_models", "unet_name"), ("text_encoders", "clip_name"), ("vae", "vae_name")):
+        (models / folder).mkdir(parents=True, exist_ok=True)
+        folder_paths.add_model_folder_path(folder, str(models / folder), is_default=True)
+        for node in workflow.values():
+            if key in node["inputs"]:
+                (models / folder / node["inputs"][key]).touch()
+    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt("zero-prior", workflow, None))
+    return {"valid": valid, "error": error, "outputs": outputs, "node_errors": node_errors}
 
 
 def main() -> None:
@@ -171,6 +193,7 @@ def main() -> None:
                                    request["coverage_file"], 1.0, 1.0),
     }
     result["errors"] = {name: error_of(call) for name, call in bad.items()}
+    result["workflow"] = validate_workflow(Path(request["workflow"]), out_dir / "models")
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / "tensors.safetensors"))
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tinytrain import load_pipe
 
 from zero_prior import load_zero_prior
+from zero_prior.config_examples import example_path
 from zero_prior.models import QWEN_IMAGE
 from zero_prior.plugin_folder import package_dir
 from zero_prior.weights.export import export_weights
@@ -35,6 +36,7 @@ from zero_prior.weights.format import METADATA_KEY
 pytestmark = pytest.mark.slow
 
 PROBE = Path(__file__).with_name("comfyui_probe.py")
+WORKFLOW = "comfyui_qwen_image_api.json"
 # name -> (clip, prompt); clip names a chain of nodes in CHAINS (or "stock": ComfyUI's CLIP as loaded)
 CASES = {
     "start": ("one", "<zwx> standing in a field"),
@@ -80,6 +82,8 @@ def _loras(folder: Path, subject: Path) -> dict[str, str]:
     """The files the probe's node reads from its ``loras`` folder."""
     folder.mkdir()
     (folder / "subject.safetensors").write_bytes(subject.read_bytes())
+    workflow_lora = json.loads(example_path(WORKFLOW).read_text())["4"]["inputs"]["lora_name"]
+    (folder / workflow_lora).write_bytes(subject.read_bytes())
     export_weights(subject, folder / "subject", "zip")
     rewrite(subject, folder / "second.safetensors", _second_subject)
     rewrite(subject, folder / "edit_plus.safetensors", lambda d: d.update(family="qwen_image_edit_plus"))
@@ -103,7 +107,7 @@ def probe(comfyui_checkout, trained, tiny_pipeline_dir, tmp_path_factory) -> dic
         "tiny_pipeline": str(tiny_pipeline_dir), "loras": str(work / "loras"), "node_package": str(package_dir()),
         "chains": {name: [{"file": f, "strength_model": m, "strength_token": t} for f, m, t in steps]
                    for name, steps in CHAINS.items()},
-        "patched_chain": "half",
+        "patched_chain": "half", "workflow": str(example_path(WORKFLOW)),
         "patched_keys": sorted({key.split("diffusion_model.", 1)[1].rsplit(".lora_", 1)[0] + ".weight"
                                 for key in lora}),
         "cases": [{"name": name, "clip": clip, "prompt": prompt} for name, (clip, prompt) in CASES.items()]
@@ -212,3 +216,17 @@ def test_errors_name_the_file_and_the_fix(probe):
     assert "placeholder '<zwx>' is already loaded on this CLIP" in errors["clash"]
     assert "already loaded on this CLIP" in errors["strength"]
     assert errors["again"] is None  # the same file and strength twice: the token is reused
+
+
+def test_example_workflow_passes_comfyuis_validation(probe):
+    """The API-format example is what ComfyUI's server accepts: every node known, every input given and typed."""
+    workflow = json.loads(example_path(WORKFLOW).read_text())
+    report = probe["workflow"]
+    assert report["valid"] is True, report
+    assert report["node_errors"] == {}
+    node = next(n for n in workflow.values() if n["class_type"] == "LoadZeroPriorLora")
+    assert set(node["inputs"]) == set(probe["input_types"]["required"])
+    encoders = [n for n in workflow.values() if n["class_type"] == "CLIPTextEncode"]
+    assert encoders and all(n["inputs"]["clip"] == [key, 1] for n in encoders
+                            for key, value in workflow.items() if value is node)
+    assert "<zwx>" in encoders[0]["inputs"]["text"]
