@@ -27,6 +27,8 @@ from safetensors.torch import load_file, save_file
 from tinytrain import load_pipe
 
 from zero_prior import load_zero_prior
+from zero_prior.comfyui.checkout import CHECKOUT_FILES
+from zero_prior.comfyui.install import install, node_target
 from zero_prior.config_examples import example_path
 from zero_prior.models import QWEN_IMAGE
 from zero_prior.plugin_folder import package_dir
@@ -102,9 +104,16 @@ def probe(comfyui_checkout, trained, tiny_pipeline_dir, tmp_path_factory) -> dic
     """What ComfyUI made of every case (``comfyui_probe.py``), its tensors under ``tensors``."""
     work = tmp_path_factory.mktemp("comfyui")
     files = _loras(work / "loras", trained.path)
+    # The node is loaded from a copy install in a stand-in checkout (the real one is never written to).
+    stand_in = work / "ComfyUI"
+    for name in CHECKOUT_FILES:
+        (stand_in / name).parent.mkdir(parents=True, exist_ok=True)
+        (stand_in / name).write_text("")
+    install(stand_in, copy=True)
     lora = load_file(str(trained.path))
     request = {
-        "tiny_pipeline": str(tiny_pipeline_dir), "loras": str(work / "loras"), "node_package": str(package_dir()),
+        "tiny_pipeline": str(tiny_pipeline_dir), "loras": str(work / "loras"),
+        "node_package": str(node_target(stand_in)),
         "chains": {name: [{"file": f, "strength_model": m, "strength_token": t} for f, m, t in steps]
                    for name, steps in CHAINS.items()},
         "patched_chain": "half", "workflow": str(example_path(WORKFLOW)),

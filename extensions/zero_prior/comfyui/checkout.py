@@ -12,12 +12,12 @@ from ..errors import InstallError
 TESTED_COMMIT = "a125cd84b054a57729b5eecab930ca9408719832"
 COMFYUI_ENV = "COMFYUI_DIR"
 # Files that make a folder a ComfyUI checkout (and that the node's imports need).
-_NEEDED = ("main.py", "nodes.py", "folder_paths.py", "comfy/sd.py", "comfy/text_encoders/qwen_image.py")
+CHECKOUT_FILES = ("main.py", "nodes.py", "folder_paths.py", "comfy/sd.py", "comfy/text_encoders/qwen_image.py")
 
 
 def check_comfyui(path: Path) -> str | None:
     """Refuse a folder that is not a ComfyUI checkout; return its git commit if known."""
-    missing = [name for name in _NEEDED if not (path / name).is_file()]
+    missing = [name for name in CHECKOUT_FILES if not (path / name).is_file()]
     if missing:
         raise InstallError(f"{path} is not a ComfyUI checkout (missing {', '.join(missing)}); pass the folder that "
                            "holds ComfyUI's main.py")

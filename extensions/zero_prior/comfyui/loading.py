@@ -30,11 +30,12 @@ from comfy.text_encoders.qwen_image import QwenImageTokenizer
 
 from ..errors import FormatError, PlaceholderError
 from ..models import FAMILY_NAMES, family_named
+from ..weights.export import COMFYUI_NODE_FAMILIES
 from ..weights.package import open_weights
 from .tokenizer import PlaceholderTokenizer, with_placeholders
 
 # The families whose files this ComfyUI can use (same Qwen2.5-VL encoder, same MMDiT LoRA keys).
-COMFYUI_FAMILIES = ("qwen_image", "qwen_image_edit_plus")
+COMFYUI_FAMILIES = COMFYUI_NODE_FAMILIES
 # The key of Qwen-Image's encoder in ComfyUI's tokenizer output and text-encoder model.
 ENCODER_KEY = "qwen25_7b"
 
