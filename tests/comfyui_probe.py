@@ -154,13 +154,13 @@ def main() -> None:
     node = node_class()
     stock_clip, model = tiny_clip(), tiny_model()
     result["tokenizer_length"] = len(stock_clip.tokenizer.qwen25_7b.tokenizer)
-    clips = {"stock": stock_clip}
+    clips, outputs = {"stock": stock_clip}, {}
     for name, steps in request["chains"].items():  # each chain: node after node on the previous outputs
         current_model, current_clip = model, stock_clip
         for step in steps:
             current_model, current_clip = node.load(current_model, current_clip, step["file"], step["strength_model"],
                                                     step["strength_token"])
-        clips[name] = current_clip
+        clips[name], outputs[name] = current_clip, (current_model, current_clip)
         if name == request["patched_chain"]:
             current_model.patch_model()
             patched = current_model.model.diffusion_model.state_dict()
@@ -183,14 +183,14 @@ def main() -> None:
         "plain": lambda: node.load(model, stock_clip, request["plain_file"], 1.0, 1.0),
         "family": lambda: node.load(model, stock_clip, request["zimage_file"], 1.0, 1.0),
         "hidden": lambda: node.load(model, stock_clip, request["wide_file"], 1.0, 1.0),
+        "unmapped": lambda: node.load(model, stock_clip, request["unmapped_file"], 1.0, 1.0),
+        "other_width": lambda: node.load(model, stock_clip, request["other_width_file"], 1.0, 1.0),
         "not_qwen_clip": lambda: node.load(model, sd1_clip, request["coverage_file"], 1.0, 1.0),
         "not_qwen_model": lambda: node.load(stock_clip.patcher, stock_clip, request["coverage_file"], 1.0, 1.0),
-        "clash": lambda: node.load(*node.load(model, stock_clip, request["coverage_file"], 1.0, 1.0),
-                                   request["clash_file"], 1.0, 1.0),
-        "strength": lambda: node.load(*node.load(model, stock_clip, request["coverage_file"], 1.0, 1.0),
-                                      request["coverage_file"], 1.0, 0.5),
-        "again": lambda: node.load(*node.load(model, stock_clip, request["coverage_file"], 1.0, 1.0),
-                                   request["coverage_file"], 1.0, 1.0),
+        # on the first chain's outputs: the same token with another vector, another strength, or as it is
+        "clash": lambda: node.load(*outputs[request["base_chain"]], request["clash_file"], 1.0, 1.0),
+        "strength": lambda: node.load(*outputs[request["base_chain"]], request["coverage_file"], 1.0, 0.5),
+        "again": lambda: node.load(*outputs[request["base_chain"]], request["coverage_file"], 1.0, 1.0),
     }
     result["errors"] = {name: error_of(call) for name, call in bad.items()}
     result["workflow"] = validate_workflow(Path(request["workflow"]), out_dir / "models")

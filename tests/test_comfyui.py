@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lora_files import rewrite, scale_vectors, set_vectors, vectors_of
+from lora_files import rewrite, scale_vectors, set_vectors, vectors_of, with_tensors
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tinytrain import load_pipe
@@ -95,7 +95,13 @@ def _loras(folder: Path, subject: Path) -> dict[str, str]:
     with safe_open(str(subject), framework="pt") as handle:
         header = {k: v for k, v in handle.metadata().items() if k != METADATA_KEY}
     save_file(load_file(str(subject)), str(folder / "plain.safetensors"), metadata=header)
-    return {"plain_file": "plain.safetensors", "zimage_file": "zimage.safetensors", "wide_file": "wide.safetensors",
+    stray = "diffusion_model.transformer_blocks.7.attn.to_q"  # the tiny model has 2 blocks
+    with_tensors(subject, folder / "unmapped.safetensors", lambda key, tensor: tensor,
+                 {f"{stray}.lora_A.weight": torch.zeros(4, 64), f"{stray}.lora_B.weight": torch.zeros(64, 4)})
+    with_tensors(subject, folder / "other_width.safetensors",
+                 lambda key, tensor: tensor.repeat(1, 2) if "lora_A" in key else tensor)
+    return {"unmapped_file": "unmapped.safetensors", "other_width_file": "other_width.safetensors",
+            "plain_file": "plain.safetensors", "zimage_file": "zimage.safetensors", "wide_file": "wide.safetensors",
             "clash_file": "clash.safetensors", "coverage_file": "subject.safetensors"}
 
 
@@ -116,7 +122,7 @@ def probe(comfyui_checkout, trained, tiny_pipeline_dir, tmp_path_factory) -> dic
         "node_package": str(node_target(stand_in)),
         "chains": {name: [{"file": f, "strength_model": m, "strength_token": t} for f, m, t in steps]
                    for name, steps in CHAINS.items()},
-        "patched_chain": "half", "workflow": str(example_path(WORKFLOW)),
+        "patched_chain": "half", "base_chain": "one", "workflow": str(example_path(WORKFLOW)),
         "patched_keys": sorted({key.split("diffusion_model.", 1)[1].rsplit(".lora_", 1)[0] + ".weight"
                                 for key in lora}),
         "cases": [{"name": name, "clip": clip, "prompt": prompt} for name, (clip, prompt) in CASES.items()]
@@ -221,7 +227,9 @@ def test_errors_name_the_file_and_the_fix(probe):
     assert "was trained for Z-Image" in errors["family"] and "Qwen-Image-Edit-Plus" in errors["family"]
     assert "hidden size 128 but this CLIP's text encoder has 64" in errors["hidden"]
     assert "this CLIP's tokenizer is SD1Tokenizer" in errors["not_qwen_clip"]
-    assert "this MODEL is" in errors["not_qwen_model"]
+    assert "this MODEL is QwenImageTEModel; load Qwen-Image's diffusion model" in errors["not_qwen_model"]
+    assert "2 of 18 LoRA tensors match no layer of this Qwen-Image MODEL" in errors["unmapped"]
+    assert "is 64x128 but this MODEL's layer is 64x64; the file was trained for another base" in errors["other_width"]
     assert "placeholder '<zwx>' is already loaded on this CLIP" in errors["clash"]
     assert "already loaded on this CLIP" in errors["strength"]
     assert errors["again"] is None  # the same file and strength twice: the token is reused
