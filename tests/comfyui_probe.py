@@ -64,15 +64,15 @@ class TinyQwen25Model(qwen_image.Qwen25_7BVLIModel):
             model_options=model_options or {})
 
 
-def tiny_clip() -> comfy.sd.CLIP:
+def tiny_clip(dtype: torch.dtype = torch.float32) -> comfy.sd.CLIP:
     target = comfy.supported_models_base.ClipTarget(qwen_image.QwenImageTokenizer, qwen_image.QwenImageTEModel)
-    clip = comfy.sd.CLIP(target, model_options={"qwen25_7b_class": TinyQwen25Model, "dtype": torch.float32})
+    clip = comfy.sd.CLIP(target, model_options={"qwen25_7b_class": TinyQwen25Model, "dtype": dtype})
     weights = {}
     for file in sorted((tiny / "text_encoder").glob("*.safetensors")):
         # the language model only: these prompts have no image, and ComfyUI's encoder has no lm_head
         weights.update({k: v for k, v in load_file(str(file)).items()
                         if not k.startswith(("model.visual.", "lm_head."))})
-    missing, unexpected = clip.load_sd(weights)
+    missing, unexpected = clip.load_sd({k: v.to(dtype) for k, v in weights.items()})
     assert not unexpected and not [k for k in missing if not k.startswith("visual.")], (missing, unexpected)
     return clip
 
@@ -153,10 +153,11 @@ def main() -> None:
     tensors: dict[str, torch.Tensor] = {}
     node = node_class()
     stock_clip, model = tiny_clip(), tiny_model()
+    stock_clips = {"float32": stock_clip, "bfloat16": tiny_clip(torch.bfloat16)}
     result["tokenizer_length"] = len(stock_clip.tokenizer.qwen25_7b.tokenizer)
     clips, outputs = {"stock": stock_clip}, {}
     for name, steps in request["chains"].items():  # each chain: node after node on the previous outputs
-        current_model, current_clip = model, stock_clip
+        current_model, current_clip = model, stock_clips[request["chain_dtypes"].get(name, "float32")]
         for step in steps:
             current_model, current_clip = node.load(current_model, current_clip, step["file"], step["strength_model"],
                                                     step["strength_token"])

@@ -55,12 +55,19 @@ CASES = {
     "edit_plus_file": ("edit", "a photo of <zwx> on a beach"),
     "token_strength": ("half", "a photo of <zwx> and <bg2>"),
 }
+# The same prompts through a bf16 encoder: the inserted rows are rounded as diffusers' bf16 embedding rounds them.
+BF16_CASES = {"bf16_middle": ("bf16", CASES["middle"][1]), "bf16_multi_vector": ("bf16", CASES["multi_vector"][1]),
+              "bf16_no_token": ("bf16", CASES["no_token"][1])}
+# bf16 outputs of two encoder implementations differ by rounding (about 2e-2 at the tiny model's scale of 3),
+# with the token as without it.
+BF16_COND_TOLERANCE = 5e-2
 CHAINS = {
     "one": [("subject.safetensors", 1.0, 1.0)],
     "two": [("subject.safetensors", 1.0, 1.0), ("second.safetensors", 1.0, 1.0)],
     "half": [("subject.safetensors", 0.5, 0.25)],
     "zip": [("subject/weights.zip", 1.0, 1.0)],
     "edit": [("edit_plus.safetensors", 1.0, 1.0)],
+    "bf16": [("subject.safetensors", 1.0, 1.0)],
 }
 # Float rounding between two implementations of the same encoder (fp32); the inputs must be bit-equal.
 COND_TOLERANCE = 1e-5
@@ -122,10 +129,12 @@ def probe(comfyui_checkout, trained, tiny_pipeline_dir, tmp_path_factory) -> dic
         "node_package": str(node_target(stand_in)),
         "chains": {name: [{"file": f, "strength_model": m, "strength_token": t} for f, m, t in steps]
                    for name, steps in CHAINS.items()},
-        "patched_chain": "half", "base_chain": "one", "workflow": str(example_path(WORKFLOW)),
+        "patched_chain": "half", "base_chain": "one", "chain_dtypes": {"bf16": "bfloat16"},
+        "workflow": str(example_path(WORKFLOW)),
         "patched_keys": sorted({key.split("diffusion_model.", 1)[1].rsplit(".lora_", 1)[0] + ".weight"
                                 for key in lora}),
-        "cases": [{"name": name, "clip": clip, "prompt": prompt} for name, (clip, prompt) in CASES.items()]
+        "cases": [{"name": name, "clip": clip, "prompt": prompt}
+                  for name, (clip, prompt) in {**CASES, **BF16_CASES}.items()]
         + [{"name": "no_token", "clip": "stock", "prompt": CASES["no_token"][1]},
            {"name": "end", "clip": "stock", "prompt": CASES["end"][1]},
            {"name": "second_token", "clip": "one", "prompt": CASES["two_subjects"][1]}],
@@ -154,6 +163,8 @@ def diffusers_side(trained, tiny_pipeline_dir, probe) -> dict:
     second = Path(probe["loras_folder"]) / "second.safetensors"
     load_zero_prior(pipes["two"], second)
     pipes["zip"] = pipes["edit"] = pipes["one"]
+    pipes["bf16"] = load_pipe(tiny_pipeline_dir, torch.bfloat16)
+    load_zero_prior(pipes["bf16"], trained.path)
     pipes["half"] = load_pipe(tiny_pipeline_dir)
     load_zero_prior(pipes["half"], trained.path, lora_scale=CHAINS["half"][0][1], token_scale=CHAINS["half"][0][2])
     out = {}
@@ -165,8 +176,8 @@ def diffusers_side(trained, tiny_pipeline_dir, probe) -> dict:
         first_new = len(pipes["stock"].tokenizer)
         names = pipe.tokenizer.convert_ids_to_tokens(ids)
         with torch.no_grad():
-            embeds = pipe.text_encoder.get_input_embeddings()(torch.tensor([ids]))[0]
-            cond = pipe.encode_prompt(prompt, device="cpu")[0][0]
+            embeds = pipe.text_encoder.get_input_embeddings()(torch.tensor([ids]))[0].float()
+            cond = pipe.encode_prompt(prompt, device="cpu")[0][0].float()
         out[key] = {"sequence": [names[i] if t >= first_new else t for i, t in enumerate(ids)],
                     "input_embeds": embeds, "cond": cond}
     return out
@@ -193,6 +204,15 @@ def test_prompt_encodes_as_in_diffusers(probe, diffusers_side, case):
     assert torch.equal(comfy_embeds, ours["input_embeds"])
     assert comfy_cond.shape == ours["cond"].shape
     assert (comfy_cond - ours["cond"]).abs().max().item() <= COND_TOLERANCE
+
+
+@pytest.mark.parametrize("case", sorted(BF16_CASES))
+def test_bf16_encoder_gets_the_rows_diffusers_has(probe, diffusers_side, case):
+    key = f"bf16.{case}"
+    ours = diffusers_side[key]
+    assert probe["sequences"][key] == ours["sequence"]
+    assert torch.equal(probe["tensors"][f"{key}.input_embeds"], ours["input_embeds"])
+    assert (probe["tensors"][f"{key}.cond"] - ours["cond"]).abs().max().item() <= BF16_COND_TOLERANCE
 
 
 def test_stock_clip_is_unchanged(probe, diffusers_side):

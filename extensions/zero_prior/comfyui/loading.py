@@ -78,8 +78,8 @@ def load_zero_prior_lora(model: Any, clip: Any, path: str | os.PathLike[str], st
                               "Qwen-Image-Edit-Plus files (the Qwen2.5-VL encoder ComfyUI has): use it with "
                               "diffusers (load_zero_prior) instead")
         tokenizer = _qwen_image_tokenizer(clip, label)
-        width = _encoder_width(clip)
-        if width is not None and width != record.hidden_size:
+        width, row_dtype = _encoder_embedding(clip, tokenizer)
+        if width != record.hidden_size:
             raise FormatError(f"{label}: the placeholder vectors have hidden size {record.hidden_size} but this "
                               f"CLIP's text encoder has {width}; load the text encoder of the model the file was "
                               "trained for (Qwen-Image's Qwen2.5-VL 7B)")
@@ -87,7 +87,7 @@ def load_zero_prior_lora(model: Any, clip: Any, path: str | os.PathLike[str], st
     check_lora(model, lora, label)
     family = family_named(record.family)
     new_tokenizer = with_placeholders(tokenizer, ENCODER_KEY, record.placeholders, float(strength_token), family,
-                                      label)
+                                      label, row_dtype)
     # --- everything is checked; the outputs are new objects, the inputs stay as they were ---
     new_model, _ = comfy.sd.load_lora_for_models(model, None, lora, float(strength_model), 0.0)
     new_clip = clip.clone()
@@ -138,10 +138,16 @@ def _qwen_image_tokenizer(clip: Any, label: str) -> Any:
     return tokenizer
 
 
-def _encoder_width(clip: Any) -> int | None:
-    """The width of the CLIP's Qwen2.5-VL input embedding (None when ComfyUI does not expose it)."""
+def _encoder_embedding(clip: Any, tokenizer: Any) -> tuple[int, torch.dtype]:
+    """The width and dtype of the CLIP's Qwen2.5-VL input embedding.
+
+    Read from the encoder when ComfyUI exposes it, else the tokenizer's declared embedding size in fp32; a
+    dtype narrower than 16 bits (a quantized embedding) is not a dtype to round the vector to, so fp32 then.
+    """
     encoder = getattr(getattr(clip, "cond_stage_model", None), ENCODER_KEY, None)
     try:
-        return int(encoder.transformer.get_input_embeddings().embedding_dim)
+        embedding = encoder.transformer.get_input_embeddings()
+        width, dtype = int(embedding.embedding_dim), embedding.weight.dtype
     except AttributeError:
-        return None
+        return int(getattr(tokenizer, ENCODER_KEY).embedding_size), torch.float32
+    return width, dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32

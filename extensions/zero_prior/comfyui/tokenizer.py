@@ -85,8 +85,13 @@ def with_placeholders(
     token_scale: float,
     family: ModelFamily,
     label: str,
+    row_dtype: torch.dtype = torch.float32,
 ) -> PlaceholderTokenizer:
     """A new tokenizer: ``tokenizer`` (left unchanged) plus ``placeholders`` with their vectors times ``token_scale``.
+
+    The rows are rounded to ``row_dtype`` (the encoder's embedding dtype) and
+    kept in fp32: a token's own row reaches ComfyUI's encoder that way, and
+    diffusers' ``load_zero_prior`` writes the vector into a row of that dtype.
 
     ``tokenizer`` is a ComfyUI tokenizer or a ``PlaceholderTokenizer`` from an
     earlier node (its placeholders are kept). A placeholder already there is
@@ -104,7 +109,7 @@ def with_placeholders(
     by_name = {placeholder.registered.token: placeholder for placeholder in known}
     fresh = []
     for stored in placeholders:
-        rows = stored.vectors.float() * token_scale
+        rows = (stored.vectors.float() * token_scale).to(row_dtype).float()
         existing = by_name.get(stored.token)
         if existing is None:
             fresh.append((stored, rows))
