@@ -6,12 +6,14 @@ and ``weights.zip`` packages), the work from ``loading``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import folder_paths
 
 from .loading import load_zero_prior_lora
 
+logger = logging.getLogger(__name__)
 LORA_FOLDER = "loras"
 PACKAGE_EXTENSIONS = {".zip"}  # weights.zip packages next to the .safetensors ComfyUI lists itself
 
@@ -54,6 +56,8 @@ class LoadZeroPriorLora:
              strength_token: float) -> tuple[Any, Any]:
         path = folder_paths.get_full_path_or_raise(LORA_FOLDER, lora_name)
         loaded = load_zero_prior_lora(model, clip, path, strength_model, strength_token)
+        logger.info("zero-prior: %s: %d LoRA tensors at %s, tokens %s at %s", lora_name, loaded.lora_tensors,
+                    strength_model, ", ".join(loaded.tokens), strength_token)
         return loaded.model, loaded.clip
 
 
