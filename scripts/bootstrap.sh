@@ -11,11 +11,15 @@
 # its git pin (a 0.39.0 pre-release), torchaudio 2.11.1 (imported but not
 # listed), and no triton on a machine without a GPU (ai-toolkit's omnigen2
 # module asks for a CUDA device at import time when triton is present).
+# When a ComfyUI checkout is found ($COMFYUI_DIR, else ~/ComfyUI), also
+# installs the few of its requirements that importing its comfy.sd and nodes
+# modules needs (the ComfyUI node's tests load the node with ComfyUI's loader).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${ZERO_PRIOR_VENV:-$root/.venv}"
 aitk="${AI_TOOLKIT_DIR:-$HOME/ai-toolkit}"
+comfyui="${COMFYUI_DIR:-$HOME/ComfyUI}"
 
 python3 -m venv --clear "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
@@ -30,6 +34,13 @@ if [ -f "$aitk/run.py" ]; then
     "${pip[@]}" install torchaudio==2.11.1 diffusers==0.39.0 -r "$reqs"
 else
     echo "bootstrap: no ai-toolkit checkout at $aitk; ai-toolkit tests will be skipped (README: 'ai-toolkit')"
+fi
+
+if [ -f "$comfyui/comfy/sd.py" ]; then
+    echo "bootstrap: installing what ComfyUI's imports need ($comfyui, $(git -C "$comfyui" rev-parse --short HEAD 2>/dev/null || echo 'unknown commit'))"
+    "${pip[@]}" install torchaudio==2.11.1 torchsde einops psutil scipy "av>=14.2.0"
+else
+    echo "bootstrap: no ComfyUI checkout at $comfyui; ComfyUI node tests will be skipped (README: 'ComfyUI')"
 fi
 
 "${pip[@]}" install -e "$root[test]"

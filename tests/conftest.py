@@ -57,11 +57,14 @@ def trained(tiny_pipeline_dir, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that run ai-toolkit are ``aitk`` and ``slow`` (each ``run.py`` start costs 20 s or more)."""
+    """Tests that run ai-toolkit are ``aitk`` and ``slow`` (each ``run.py`` start costs 20 s or more), tests that
+    run ComfyUI ``comfyui`` (importing it takes several seconds)."""
     for item in items:
         if "ai_toolkit_checkout" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.aitk)
             item.add_marker(pytest.mark.slow)
+        if "comfyui_checkout" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.comfyui)
 
 
 # Packages only ai-toolkit's requirements bring; without them its run.py cannot start.
@@ -83,6 +86,29 @@ def ai_toolkit_checkout() -> Path:
     missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
+    return checkout
+
+
+# What importing ComfyUI's comfy.sd and nodes needs beyond zero-prior's own requirements (bootstrap.sh installs them).
+COMFYUI_ONLY_PACKAGES = ("einops", "psutil", "torchaudio", "torchsde", "av", "scipy")
+
+
+@pytest.fixture(scope="session")
+def comfyui_checkout() -> Path:
+    """The ComfyUI checkout ($COMFYUI_DIR, else ~/ComfyUI); skips, saying why, when it cannot be imported."""
+    import importlib.util
+
+    from zero_prior.comfyui.checkout import COMFYUI_ENV, find_comfyui
+    from zero_prior.errors import ZeroPriorError
+
+    try:
+        checkout = find_comfyui()
+    except ZeroPriorError as error:
+        pytest.skip(f"ComfyUI not found ({error}); fetch it to ~/ComfyUI or set {COMFYUI_ENV}")
+    missing = [name for name in COMFYUI_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"ComfyUI's requirements are not installed here (missing {', '.join(missing)}); run "
+                    "scripts/bootstrap.sh with the checkout in place")
     return checkout
 
 

@@ -2,7 +2,8 @@
 
 Examples that need a real model or a file the reader has (``Example::``
 blocks) are documentation only; everything written with ``>>>`` must pass.
-Modules that run inside ai-toolkit (``aitk/runtime``) are excluded: they import it.
+Modules that run inside ai-toolkit (``aitk/runtime``) or ComfyUI (``comfyui.loading``, ``comfyui.nodes``) are
+excluded: they import it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import pytest
 
 import zero_prior
 
+# They import ComfyUI, which only ComfyUI's own process provides (tests/test_comfyui.py runs them there).
+COMFYUI_GLUE = ("zero_prior.comfyui.loading", "zero_prior.comfyui.nodes")
 SLOW = {"zero_prior.testbed.tiny_model",  # its example builds and runs the tiny pipeline
         "zero_prior.testbed.qwen_image_edit_plus"}  # builds the tiny Edit-Plus (processor included)
 
 
 def _modules() -> list[str]:
     names = [info.name for info in pkgutil.walk_packages(zero_prior.__path__, "zero_prior.")]
-    return ["zero_prior", *(name for name in names if ".aitk.runtime" not in name and not name.endswith("__main__"))]
+    return ["zero_prior", *(name for name in names if ".aitk.runtime" not in name and not name.endswith("__main__")
+                            and name not in COMFYUI_GLUE)]
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in _modules()])

@@ -72,7 +72,8 @@ def test_comfyui_files_rebuild_the_training_embeddings_and_image(trained, export
     assert (embeds - train_embeds).abs().max().item() <= 1e-6
     assert np.array_equal(_image(pipe, expanded), image)
     readme = (folder / "README.txt").read_text()
-    assert "embedding:zwx" in readme and "read as plain text" in readme and "NOT used" in readme
+    assert '"Load zero-prior LoRA"' in readme and "zero-prior install --comfyui" in readme
+    assert "as trained (<zwx>, <bg2>)" in readme and "without embedding: syntax" in readme
 
 
 def test_zip_layout_and_meta_json(trained, exports):

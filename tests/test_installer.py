@@ -57,3 +57,47 @@ def test_refuses_foreign_extension_and_edited_config(checkout):
 def test_refuses_a_folder_that_is_not_ai_toolkit(tmp_path):
     with pytest.raises(ZeroPriorError, match="is not an ai-toolkit checkout \\(missing run.py"):
         install(tmp_path)
+
+
+@pytest.fixture
+def comfyui(tmp_path):
+    """The files a ComfyUI checkout is recognised by; nothing of ComfyUI is needed to place the node."""
+    from zero_prior.comfyui.checkout import CHECKOUT_FILES
+
+    root = tmp_path / "ComfyUI"
+    for name in CHECKOUT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("")
+    return root
+
+
+def test_comfyui_install_links_the_node_and_uninstall_removes_it(comfyui, capsys):
+    from zero_prior.comfyui.checkout import TESTED_COMMIT as COMFYUI_COMMIT
+
+    assert main(["install", "--comfyui", str(comfyui)]) == 0
+    first = capsys.readouterr().out
+    target = comfyui / "custom_nodes" / "zero_prior"
+    assert target.is_symlink() and target.resolve() == package_dir()
+    assert f"the node is tested against {COMFYUI_COMMIT[:8]}" in first and "Load zero-prior LoRA" in first
+    assert main(["install", "--comfyui", str(comfyui)]) == 0
+    assert "already linked" in capsys.readouterr().out
+    assert main(["install", "--comfyui", str(comfyui), "--copy"]) == 0
+    assert not target.is_symlink() and (target / "comfyui" / "nodes.py").is_file()
+    assert main(["install", "--comfyui", str(comfyui), "--uninstall"]) == 0
+    assert f"removed {target}" in capsys.readouterr().out and not target.exists()
+    assert main(["install", "--comfyui", str(comfyui), "--uninstall"]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+
+
+def test_comfyui_install_refuses_a_foreign_node_and_a_non_checkout(comfyui, tmp_path, capsys):
+    from zero_prior.comfyui.install import install
+
+    (comfyui / "custom_nodes" / "zero_prior").mkdir(parents=True)
+    with pytest.raises(ZeroPriorError, match="custom_nodes/zero_prior exists and was not installed by zero-prior"):
+        install(comfyui)
+    assert main(["install", "--comfyui", str(comfyui), "--uninstall"]) == 0
+    assert "not installed by zero-prior" in capsys.readouterr().out
+    assert main(["install", "--comfyui", str(tmp_path / "nowhere")]) == 1
+    assert "is not a ComfyUI checkout (missing main.py" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["install", "--comfyui", str(comfyui), "--ai-toolkit", str(comfyui)])

@@ -122,3 +122,14 @@ def test_light_modules_do_not_load_torch(module: str) -> None:
     code = f"import sys, {module}; print(sorted(m for m in {heavy} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+COMFYUI_ROOTS = ("comfy", "comfy_extras", "comfy_api", "folder_paths", "nodes", "execution", "server")
+COMFYUI_GLUE = ("zero_prior.comfyui.loading", "zero_prior.comfyui.nodes")
+
+
+def test_only_the_comfyui_glue_imports_comfyui() -> None:
+    """ComfyUI is imported in two modules of ``comfyui/``; its tokenizer, install and checkout modules run without."""
+    importers = sorted(name for name, path in MODULES.items()
+                       if any(target.split(".")[0] in COMFYUI_ROOTS for target in _imports(name, path)))
+    assert importers == sorted(COMFYUI_GLUE)

@@ -1,9 +1,10 @@
 """zero-prior: subject LoRAs with a brand-new, near-zero placeholder token (Qwen-Image and kin).
 
-This folder is both the Python package ``zero_prior`` and an ai-toolkit
-extension (ai-toolkit imports it as ``extensions.zero_prior`` and reads
-``AI_TOOLKIT_EXTENSIONS`` and ``AI_TOOLKIT_MODELS``). Importing it is cheap
-and needs no ai-toolkit: the public names and the ai-toolkit glue are
+This folder is the Python package ``zero_prior``, an ai-toolkit extension
+(ai-toolkit imports it as ``extensions.zero_prior`` and reads
+``AI_TOOLKIT_EXTENSIONS`` and ``AI_TOOLKIT_MODELS``) and a ComfyUI custom node
+package (``custom_nodes/zero_prior``: ``NODE_CLASS_MAPPINGS``). Importing it
+is cheap and needs neither: the public names and the host glue are
 resolved lazily on first access (PEP 562), so the library and its tests run
 without ai-toolkit, while inside ai-toolkit a broken glue import fails loudly
 instead of being skipped.
@@ -12,7 +13,8 @@ The folders follow the data path: ``placeholder/`` (the token: config,
 vocabulary, starts, the embedding splice), ``models/`` (one module per model
 family), ``training/`` (prefix cache, several GPUs), ``aitk/`` (ai-toolkit:
 config rules, launcher, installer; ``aitk/runtime/`` runs inside it),
-``weights/`` (file format, packages, loader, exports), ``serving/``
+``weights/`` (file format, packages, loader, exports), ``comfyui/`` (the
+ComfyUI node), ``serving/``
 (generation, Cog), ``experiment/`` (the controlled comparison),
 ``testbed/`` (tiny real-architecture models) and ``cli/``.
 """
@@ -45,6 +47,11 @@ _AI_TOOLKIT = {
     "AI_TOOLKIT_EXTENSIONS": "aitk.runtime.extension",
     "AI_TOOLKIT_MODELS": "aitk.runtime.models",
 }
+# ComfyUI's custom-node lists (``zero-prior install --comfyui``); they import ComfyUI, so they resolve only inside it.
+_COMFYUI = {
+    "NODE_CLASS_MAPPINGS": "comfyui.nodes",
+    "NODE_DISPLAY_NAME_MAPPINGS": "comfyui.nodes",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -52,4 +59,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     if name in _AI_TOOLKIT:
         return getattr(importlib.import_module(f".{_AI_TOOLKIT[name]}", __name__), name)
+    if name in _COMFYUI:
+        return getattr(importlib.import_module(f".{_COMFYUI[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,17 +7,15 @@ import subprocess
 from pathlib import Path
 
 from ..errors import AiToolkitError
+from ..plugin_folder import PLUGIN_NAME, package_dir
 
 # The ai-toolkit commit the extension is tested against.
 TESTED_COMMIT = "27a03a91f23eb1b757d5ec2e80ee3e129cfcc350"
 # The folder name ai-toolkit imports this package under (extensions/zero_prior).
-EXTENSION_NAME = "zero_prior"
+EXTENSION_NAME = PLUGIN_NAME
 AI_TOOLKIT_ENV = "AI_TOOLKIT_DIR"
 
-
-def package_dir() -> Path:
-    """The folder that is both the package ``zero_prior`` and the ai-toolkit extension."""
-    return Path(__file__).resolve().parents[1]
+__all__ = ["AI_TOOLKIT_ENV", "EXTENSION_NAME", "TESTED_COMMIT", "check_ai_toolkit", "find_ai_toolkit", "package_dir"]
 
 
 def check_ai_toolkit(path: Path) -> str | None:

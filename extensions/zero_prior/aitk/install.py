@@ -18,10 +18,9 @@ from pathlib import Path
 from zero_prior.config_examples import example_path  # package data, mapped by setup.py
 
 from ..errors import InstallError
-from .checkout import EXTENSION_NAME, TESTED_COMMIT, check_ai_toolkit, package_dir
+from ..plugin_folder import check_free, place, take_out
+from .checkout import EXTENSION_NAME, TESTED_COMMIT, check_ai_toolkit
 
-# Written inside a copied extension so a later run knows the copy is ours.
-COPY_MARKER = ".installed-by-zero-prior"
 CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml", "zero_prior_24gb.yaml", "zero_prior_zimage.yaml")
 
 
@@ -48,21 +47,8 @@ def install(ai_toolkit: str | Path, copy: bool = False) -> InstallReport:
     for source, dest in configs:  # check everything before writing anything
         if dest.exists() and not filecmp.cmp(source, dest, shallow=False):
             raise InstallError(f"{dest} exists and differs from zero-prior's example; move it away first")
-    if _ours(target) is None and (target.exists() or target.is_symlink()):
-        raise InstallError(f"{target} exists and was not installed by zero-prior; remove it first")
-
-    state = _ours(target)
-    if copy:
-        _remove(target)
-        shutil.copytree(package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
-        (target / COPY_MARKER).write_text("zero-prior\n")
-        report.actions.append(f"{'refreshed the copy' if state == 'copy' else 'copied the extension'} at {target}")
-    elif state == "link":
-        report.actions.append(f"already linked: {target}")
-    else:
-        _remove(target)  # an earlier copy of ours becomes a link
-        target.symlink_to(package_dir(), target_is_directory=True)
-        report.actions.append(f"linked {target} -> {package_dir()}")
+    check_free(target)
+    report.actions.append(place(target, copy))
     for source, dest in configs:
         if dest.exists():
             report.actions.append(f"already present: {dest}")
@@ -78,11 +64,9 @@ def uninstall(ai_toolkit: str | Path) -> InstallReport:
     root = Path(ai_toolkit).expanduser().resolve()
     report = InstallReport(root, check_ai_toolkit(root))
     target = root / "extensions" / EXTENSION_NAME
-    if _ours(target) is not None:
-        _remove(target)
-        report.actions.append(f"removed {target}")
-    elif target.exists():
-        report.actions.append(f"left {target}: not installed by zero-prior")
+    done = take_out(target)
+    if done is not None:
+        report.actions.append(done)
     for name in CONFIG_FILES:
         dest = root / "config" / name
         if dest.exists() and filecmp.cmp(example_path(name), dest, shallow=False):
@@ -93,19 +77,3 @@ def uninstall(ai_toolkit: str | Path) -> InstallReport:
     if not report.actions:
         report.actions.append("nothing to remove")
     return report
-
-
-def _ours(target: Path) -> str | None:
-    """'link' or 'copy' when ``target`` is an install of this package, else None."""
-    if target.is_symlink():
-        return "link" if target.resolve() == package_dir() else None
-    if (target / COPY_MARKER).is_file():
-        return "copy"
-    return None
-
-
-def _remove(target: Path) -> None:
-    if target.is_symlink():
-        target.unlink()
-    elif target.exists():
-        shutil.rmtree(target)

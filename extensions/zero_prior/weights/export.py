@@ -8,7 +8,7 @@ and ``load_zero_prior`` reads the ``zip`` and ``diffusers`` outputs back:
   file unchanged, vector in its metadata) and ``meta.json`` (``archive``).
 - ``comfyui``: the folder ``DIR`` with ``loras/`` (the file unchanged),
   ``embeddings/`` (one ``qwen25_7b`` [num_vectors, hidden] fp32 file per
-  placeholder), ``meta.json`` and a README on what ComfyUI does with it.
+  placeholder), ``meta.json`` and a README pointing to the ComfyUI node.
 - ``diffusers``: the folder ``DIR`` with ``pytorch_lora_weights.safetensors``
   in diffusers' own ``transformer.*`` keys plus ``lora_adapter_metadata``, so
   its strength does not depend on how a loader guesses alpha, and ``meta.json``.
@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from ..errors import ExportError, FormatError
 from ..fileio import atomic_file, atomic_folder, describe_os_error
-from ..models import DEFAULT_FAMILY, family_named
+from ..models import DEFAULT_FAMILY, FAMILY_NAMES, family_named
 from .format import METADATA_KEY, read_header, save_lora_file
 from .package import META_JSON, ZIP_LORA_MEMBER, WeightsPackage, describe_weights, open_weights
 
@@ -46,6 +46,8 @@ DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # what diffusers loo
 DIFFUSERS_METADATA_KEY = "lora_adapter_metadata"
 COMFYUI_EMBEDDING_KEY = "qwen25_7b"  # ComfyUI's Qwen-Image text encoder reads this key
 COMFYUI_README = "README.txt"
+# The families the ComfyUI node (``comfyui.loading.COMFYUI_FAMILIES``, which imports ComfyUI) covers.
+COMFYUI_NODE_FAMILIES = ("qwen_image", "qwen_image_edit_plus")
 
 
 @dataclass
@@ -120,39 +122,51 @@ def _write_comfyui(package: WeightsPackage, folder: Path) -> ExportResult:
             embeddings.append((record.token, name, list(record.vectors.shape)))
             files.append(f"embeddings/{name}.safetensors")
     (folder / META_JSON).write_text(json.dumps(describe_weights(folder / lora_name), indent=2, sort_keys=True) + "\n")
-    (folder / COMFYUI_README).write_text(_comfyui_readme(lora_name, embeddings), encoding="utf-8")
+    family = package.record.family if package.record is not None else None
+    (folder / COMFYUI_README).write_text(_comfyui_readme(lora_name, embeddings, family), encoding="utf-8")
     files += [META_JSON, COMFYUI_README]
     notes = _notes(package)
     if embeddings:
-        notes.append("ComfyUI: today its Qwen-Image tokenizer does not read the embeddings folder, so the LoRA "
-                     f"applies but the token does not; see {COMFYUI_README}")
+        notes.append(f"ComfyUI: load {lora_name} with the node \"Load zero-prior LoRA\" (zero-prior install "
+                     f"--comfyui PATH) and write the token as trained; see {COMFYUI_README}")
     return ExportResult("comfyui", folder, files, notes)
 
 
-def _comfyui_readme(lora_name: str, embeddings: list[tuple[str, str, list[int]]]) -> str:
+def _comfyui_readme(lora_name: str, embeddings: list[tuple[str, str, list[int]]], family: str | None) -> str:
     lines = [
         "zero-prior export for ComfyUI",
         "",
-        f"{lora_name}  -> ComfyUI/models/loras/   (load it with LoraLoaderModelOnly on Qwen-Image)",
+        f"{lora_name}  -> ComfyUI/models/loras/",
     ]
-    lines += [f"embeddings/{name}.safetensors  -> ComfyUI/models/embeddings/   (placeholder {token}, key "
-              f"'{COMFYUI_EMBEDDING_KEY}', shape {shape}, fp32)" for token, name, shape in embeddings]
+    lines += [f"embeddings/{name}.safetensors  (placeholder {token}, key '{COMFYUI_EMBEDDING_KEY}', shape {shape}, "
+              "fp32; for tools that read embedding files)"
+              for token, name, shape in embeddings]
     if not embeddings:
-        return "\n".join(lines + ["", "This LoRA has no placeholder token (a baseline run): the LoRA is all.", ""])
-    example = embeddings[0][1]
+        return "\n".join(lines + ["", "This LoRA has no placeholder token (a baseline run): the LoRA is all; load it",
+                                  "with LoraLoaderModelOnly on Qwen-Image.", ""])
+    tokens = ", ".join(token for token, _, _ in embeddings)
+    if family not in COMFYUI_NODE_FAMILIES:
+        return "\n".join(lines + [
+            "", f"This LoRA was trained for {_family_label(family)}; the ComfyUI node covers Qwen-Image and",
+            "Qwen-Image-Edit-Plus files only (ComfyUI has their Qwen2.5-VL encoder). Generate with diffusers:",
+            "zero_prior.load_zero_prior.",
+            ""])
     lines += [
         "",
-        "What ComfyUI needs for the token today:",
-        f"ComfyUI loads a Qwen-Image embedding from a file with the key '{COMFYUI_EMBEDDING_KEY}' when a prompt",
-        f"says embedding:{example}. But its Qwen-Image tokenizer is not given the embeddings folder, so",
-        f"'embedding:{example}' is read as plain text and the learned vector is NOT used: the LoRA applies,",
-        "the token does not. To use the token you need a Qwen-Image text-encode path that passes the",
-        "embeddings folder (embedding_directory) to its Qwen tokenizer - a custom node or a ComfyUI",
-        f"change - and then write embedding:{example} where the subject goes. Until then generate with",
-        "diffusers: `zero-prior generate --lora <the trained file>` or zero_prior.load_zero_prior.",
+        "Using the token in ComfyUI: the custom node \"Load zero-prior LoRA\" (loaders).",
+        "  zero-prior install --comfyui /path/to/ComfyUI      # links it into ComfyUI/custom_nodes/zero_prior",
+        "Restart ComfyUI, then connect Qwen-Image's MODEL and CLIP (Load CLIP, type qwen_image) through the",
+        f"node, pick {lora_name.split('/', 1)[1]} and write the token in the prompt as trained ({tokens}),",
+        "without embedding: syntax. The node applies the LoRA at strength_model and gives the CLIP the token",
+        "with its learned vector times strength_token (the prompt encodes exactly as in diffusers).",
+        "An example workflow (API format): config_examples/comfyui_qwen_image_api.json in zero-prior.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _family_label(name: str | None) -> str:
+    return family_named(name).label if name in FAMILY_NAMES else str(name)
 
 
 def _write_diffusers(package: WeightsPackage, folder: Path) -> ExportResult:

@@ -1,0 +1,54 @@
+"""Put the custom node into a ComfyUI checkout (and take it out again).
+
+ComfyUI imports every package in ``custom_nodes/``, so installing is linking
+(or copying) this package to ``COMFYUI/custom_nodes/zero_prior``
+(``plugin_folder``, the same step as for ai-toolkit). Idempotent; anything
+at that place that zero-prior did not put there is refused; no ComfyUI file
+is modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..plugin_folder import PLUGIN_NAME, check_free, place, take_out
+from .checkout import TESTED_COMMIT, check_comfyui
+
+
+@dataclass
+class ComfyUIInstallReport:
+    """What an install or uninstall did, line by line."""
+
+    comfyui: Path
+    commit: str | None
+    actions: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        commit = self.commit or "unknown commit (not a git checkout)"
+        tested = "" if self.commit == TESTED_COMMIT else f"; the node is tested against {TESTED_COMMIT[:8]}"
+        return "\n".join([f"ComfyUI at {self.comfyui}: {commit}{tested}", *self.actions])
+
+
+def node_target(comfyui: Path) -> Path:
+    """Where the custom node goes in a checkout."""
+    return comfyui / "custom_nodes" / PLUGIN_NAME
+
+
+def install(comfyui: str | Path, copy: bool = False) -> ComfyUIInstallReport:
+    """Link (default) or copy the package into ``comfyui/custom_nodes/zero_prior``; restart ComfyUI afterwards."""
+    root = Path(comfyui).expanduser().resolve()
+    report = ComfyUIInstallReport(root, check_comfyui(root))
+    target = node_target(root)
+    check_free(target)
+    report.actions.append(place(target, copy))
+    report.actions.append('restart ComfyUI; the node is "Load zero-prior LoRA" (loaders)')
+    return report
+
+
+def uninstall(comfyui: str | Path) -> ComfyUIInstallReport:
+    """Remove the custom node, if (and only if) zero-prior put it there."""
+    root = Path(comfyui).expanduser().resolve()
+    report = ComfyUIInstallReport(root, check_comfyui(root))
+    report.actions.append(take_out(node_target(root)) or "nothing to remove")
+    return report

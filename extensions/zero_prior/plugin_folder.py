@@ -1,0 +1,79 @@
+"""Placing this package into a host application's plugin folder (ai-toolkit, ComfyUI) and taking it out again.
+
+Both hosts find plugins by importing every package in one folder
+(ai-toolkit's ``extensions/``, ComfyUI's ``custom_nodes/``), and this folder
+is the package for both, so installing is the same act for each: link (or
+copy) the package folder to ``PLUGINS/zero_prior``. A copy carries a marker
+file so a later run knows it is ours; anything else at that place is left
+alone and refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import InstallError
+
+# The folder name both hosts import this package under.
+PLUGIN_NAME = "zero_prior"
+# Written inside a copied package so a later run knows the copy is ours.
+COPY_MARKER = ".installed-by-zero-prior"
+
+
+def package_dir() -> Path:
+    """The folder that is the package ``zero_prior``, the ai-toolkit extension and the ComfyUI custom node."""
+    return Path(__file__).resolve().parent
+
+
+def check_free(target: Path) -> None:
+    """Refuse ``target`` when something that zero-prior did not install is there."""
+    if installed_as(target) is None and (target.exists() or target.is_symlink()):
+        raise InstallError(f"{target} exists and was not installed by zero-prior; remove it first")
+
+
+def place(target: Path, copy: bool) -> str:
+    """Link (or copy) the package to ``target``, replacing an earlier install of ours; returns what was done.
+
+    Call ``check_free`` first: this replaces whatever is at ``target``.
+    """
+    state = installed_as(target)
+    if copy:
+        remove(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(package_dir(), target, ignore=shutil.ignore_patterns("__pycache__"))
+        (target / COPY_MARKER).write_text("zero-prior\n")
+        return f"{'refreshed the copy' if state == 'copy' else 'copied the package'} at {target}"
+    if state == "link":
+        return f"already linked: {target}"
+    remove(target)  # an earlier copy of ours becomes a link
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(package_dir(), target_is_directory=True)
+    return f"linked {target} -> {package_dir()}"
+
+
+def take_out(target: Path) -> str | None:
+    """Remove ``target`` if zero-prior installed it; returns what was done (None: nothing was there)."""
+    if installed_as(target) is not None:
+        remove(target)
+        return f"removed {target}"
+    if target.exists() or target.is_symlink():
+        return f"left {target}: not installed by zero-prior"
+    return None
+
+
+def installed_as(target: Path) -> str | None:
+    """'link' or 'copy' when ``target`` is an install of this package, else None."""
+    if target.is_symlink():
+        return "link" if target.resolve() == package_dir() else None
+    if (target / COPY_MARKER).is_file():
+        return "copy"
+    return None
+
+
+def remove(target: Path) -> None:
+    """Delete a link or a folder (nothing if absent)."""
+    if target.is_symlink():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
