@@ -99,7 +99,7 @@ def test_example_experiments_parse_and_build_every_arm(tmp_path: Path, dataset: 
     ({"arms": ["zero_prior"]}, {}, "experiment.arms ['zero_prior'] must list each arm once and include 'baseline'"),
     ({"arms": ["baseline", "lora_only"]}, {}, "experiment.arms: 'lora_only' is not an arm; choose from baseline,"),
     ({"training_seeds": "42"}, {}, "experiment.training_seeds must be a non-empty list of integers"),
-    ({"evaluation": {"prompts": 1}}, {}, "experiment.evaluation.prompts must be between 2 and 8, got 1"),
+    ({"evaluation": {"prompts": 1}}, {}, "experiment.evaluation.prompts must be between 2 and 25, got 1"),
     ({"evaluation": {"width": 100}}, {}, "experiment.evaluation.width must be a multiple of 16, got 100"),
     ({"evaluation": {"seeds": [0, 0]}}, {}, "experiment.evaluation.seeds [0, 0] repeats a seed"),
     ({"evaluation": {"offload": True}}, {}, "experiment.evaluation.offload must be a string, got bool True"),
@@ -364,3 +364,76 @@ def test_tiny_experiment_end_to_end_through_ai_toolkit(
     first = result.metrics.read_bytes()
     evaluate_experiment(spec, echo=False)
     assert result.metrics.read_bytes() == first  # same seeds, same CPU: the same metrics.json, byte for byte
+
+
+# --- the analysis: units, families, the report's wording (synthetic measurements, no models) -----------------
+
+
+def synthetic_tables(spec, effect: float, seed: int = 0):
+    """``per_prompt``, ``per_run`` shaped as ``aggregate`` makes them; ``effect`` shifts zero_prior's DINO, CLIP-T."""
+    from zero_prior.experiment.captions import EVAL_TEMPLATES
+    from zero_prior.experiment.design import ARM_METRICS
+
+    rng = np.random.default_rng(seed)
+    templates = EVAL_TEMPLATES[: spec.evaluation.prompts]
+    base = {t: 0.3 + 0.05 * rng.normal() for t in templates}
+    per_run: dict[str, Any] = {}
+    for arm in spec.arms:
+        per_run[arm] = {}
+        for metric in [*ARM_METRICS, "class_dino"]:
+            shift = effect if arm == "zero_prior" and metric in ("dino", "clip_t") else 0.0
+            per_run[arm][metric] = {str(s): {t: 0.5 + shift + 0.02 * rng.normal() for t in templates}
+                                    for s in spec.training_seeds}
+    per_prompt = {"base": {"class_dino": base}}
+    for arm, table in per_run.items():
+        per_prompt[arm] = {m: {t: float(np.mean([runs[s][t] for s in runs])) for t in templates}
+                           for m, runs in table.items()}
+    return per_prompt, per_run
+
+
+def test_statistics_adjust_within_the_pre_declared_families_and_count_training_runs(tmp_path: Path, dataset: Path,
+                                                                                    capsys) -> None:
+    from zero_prior.experiment.evaluate import statistics
+
+    spec = load_spec(write_spec(tmp_path, dataset, {"evaluation": {"prompts": 25}}), values(dataset))
+    result = statistics(spec, *synthetic_tables(spec, effect=0.03), {})
+    design = result["design"]
+    assert (design["unit"], design["n_units"], design["n_training_runs"]) == ("prompt", 25, 1)
+    assert design["families"]["primary"]["comparisons"] == ["vs baseline: zero_prior vs baseline, clip_t",
+                                                            "vs baseline: zero_prior vs baseline, dino"]
+    # 4 arms x 8 metrics vs baseline, 5 prior-leak tests, 4 token-necessity tests: 41, 2 of them primary.
+    assert len(design["families"]["secondary"]["comparisons"]) == 39
+    records = result["comparisons"] + list(result["prior_leak"].values()) + [
+        r for r in result["token_necessity"].values() if "missing" not in r]
+    assert len(records) == 41 and {r["adjustment"] for r in records} == {"Holm step-down (family-wise error)"}
+    primary = sorted((r for r in records if r["family"] == "primary"), key=lambda r: r["p_value"])
+    assert [r["metric"] for r in primary] == ["clip_t", "dino"] or [r["metric"] for r in primary] == ["dino", "clip_t"]
+    assert primary[0]["adjusted_p"] == pytest.approx(2 * primary[0]["p_value"])
+    assert all(r["verdict"]["label"] == "better" for r in primary)  # a true effect at 25 prompts is found
+    secondary = [r for r in records if r["family"] == "secondary"]
+    smallest = min(r["p_value"] for r in secondary)
+    assert min(r["adjusted_p"] for r in secondary) == pytest.approx(min(1.0, 39 * smallest))
+    brightness = next(r for r in result["comparisons"] if r["metric"] == "brightness")
+    assert brightness["higher_is_better"] is None and brightness["verdict"]["label"] in ("higher", "lower",
+                                                                                          "no clear difference")
+    assert all(r["n_training_runs"] == 1 and r["interval_method"].startswith("Student t") for r in records)
+
+    # Three training seeds: the training run is the unit, n = 3, and no verdict can be reached.
+    (tmp_path / "seeds").mkdir()
+    seeded = load_spec(write_spec(tmp_path / "seeds", dataset, {"training_seeds": [1, 2, 3],
+                                                                "evaluation": {"prompts": 25}}), values(dataset))
+    result = statistics(seeded, *synthetic_tables(seeded, effect=0.03), {})
+    assert (result["design"]["unit"], result["design"]["n_units"]) == ("training run", 3)
+    dino = next(r for r in result["comparisons"] if r["metric"] == "dino" and r["treatment"] == "zero_prior")
+    assert dino["units"] == ["training seed 1", "training seed 2", "training seed 3"] and dino["n_training_runs"] == 3
+    assert dino["p_value"] == 0.25 and dino["verdict"]["label"] == "no clear difference"
+
+    # The dry run says what the design can reach before anything is trained.
+    filled = ["--set", "MODEL_PATH=/m", "--set", f"DATASET_PATH={dataset}"]
+    assert main(["experiment", str(spec.path), "--dry-run", *filled]) == 0
+    out = capsys.readouterr().out
+    assert "statistics: unit of replication: prompt (n = 25); 1 training run(s) per arm; verdicts are about" in out
+    assert "primary family: 2 comparison(s), Holm step-down (family-wise error); smallest attainable adjusted " \
+           "p 0.0002 vs alpha 0.05: a verdict is possible" in out
+    assert main(["experiment", str(seeded.path), "--dry-run", *filled]) == 0
+    assert "smallest attainable adjusted p 0.5 vs alpha 0.05: NO verdict is possible" in capsys.readouterr().out

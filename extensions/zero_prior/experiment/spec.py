@@ -12,7 +12,7 @@ out-of-range value is a ``ConfigError`` that names the full key
       arms: [baseline, zero_prior, rare_word, word_init, token_only]
       training_seeds: [42]
       subject: {class: person}
-      evaluation: {prompts: 8, seeds: [0, 1, 2, 3], steps: 30}
+      evaluation: {prompts: 25, seeds: [0, 1, 2, 3], steps: 30}
 
 ``${NAME}`` fields anywhere in the experiment file and in the base job are
 filled from ``values`` (the CLI passes the environment and ``--set NAME=VALUE``);
@@ -81,7 +81,7 @@ class EvaluationSpec:
     lpips_net: str = "alex"
     allow_download: bool = False
     confidence: float = 0.95
-    bootstrap_resamples: int = 10_000
+    permutation_resamples: int = 10_000  # Monte Carlo sign flips when there are more than 16 units
     alpha: float = 0.05
     stats_seed: int = 0
 
@@ -196,7 +196,7 @@ def _evaluation(raw: Any) -> EvaluationSpec:
     if lpips_net not in LPIPS_NETS:
         raise ConfigError(f"experiment.evaluation.lpips_net {lpips_net!r}: choose one of {', '.join(LPIPS_NETS)}")
     return EvaluationSpec(
-        # The paired tests and the bootstrap need at least two prompts.
+        # The paired tests and the interval need at least two prompts.
         prompts=block.integer("prompts", defaults.prompts, minimum=2, maximum=len(EVAL_TEMPLATES)),
         seeds=seeds,
         steps=block.integer("steps", defaults.steps, minimum=1),
@@ -212,7 +212,7 @@ def _evaluation(raw: Any) -> EvaluationSpec:
         lpips_net=lpips_net,
         allow_download=block.boolean("allow_download", defaults.allow_download),
         confidence=block.number("confidence", defaults.confidence, minimum=0.5, maximum=0.999),
-        bootstrap_resamples=block.integer("bootstrap_resamples", defaults.bootstrap_resamples, minimum=100),
+        permutation_resamples=block.integer("permutation_resamples", defaults.permutation_resamples, minimum=100),
         alpha=block.number("alpha", defaults.alpha, minimum=0.0001, maximum=0.5),
         stats_seed=block.integer("stats_seed", defaults.stats_seed, minimum=0),
     )
