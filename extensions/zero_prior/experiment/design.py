@@ -28,7 +28,8 @@ PRIMARY_COMPARISONS = (("zero_prior", "dino"), ("zero_prior", "clip_t"))
 ARM_METRICS: dict[str, tuple[bool | None, str]] = {
     "clip_t": (True, "CLIP cosine of the subject image to its prompt with the class phrase in the subject slot"),
     "clip_i": (True, "mean CLIP cosine of the subject image to the training images"),
-    "dino": (True, "mean DINO CLS cosine of the subject image to the training images (subject fidelity)"),
+    "dino": (True, "mean DINO CLS cosine of the subject image to the training images (subject fidelity; "
+             "the DINO model named below, ViT-S/16 under the dreambooth protocol)"),
     "diversity": (True, "mean pairwise LPIPS between a prompt's subject images over the evaluation seeds"),
     "prior_leak": (False, "class_dino with the arm's adapter minus class_dino of the base model without adapter"),
     "brightness": (None, "mean Rec. 601 luma in [0, 1] of the subject image"),

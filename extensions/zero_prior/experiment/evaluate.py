@@ -98,12 +98,13 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
     templates = list(range(spec.evaluation.prompts))
     shots, files = plan_shots(spec, jobs, templates)
 
+    models, unavailable = check_metric_models(spec, device)  # before any image: a bad model fails in seconds
     started = time.perf_counter()
     runs = generate(spec, jobs, shots, device, echo)
     timings["generation"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    scores, diversity, missing = score(spec, jobs, files, templates, references, device, echo)
+    scores, diversity, missing = score(spec, jobs, files, templates, references, device, echo, unavailable)
     timings["metrics"] = time.perf_counter() - started
 
     per_prompt, per_run = aggregate(spec, jobs, files, scores, diversity, templates)
@@ -119,6 +120,7 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
             "dino": spec.evaluation.dino_model,
             "lpips": spec.evaluation.lpips_net,
         },
+        "metric_models": models,
         "references": [relative(image, spec.output_dir) for image in references],
         "prompts": _prompt_table(spec, jobs, templates),
         "runs": runs,
@@ -200,6 +202,31 @@ def generate(spec: ExperimentSpec, jobs: Sequence[ArmJob], shots: Sequence[Shot]
     return runs
 
 
+def check_metric_models(spec: ExperimentSpec, device: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Load every metric model once, strictly, before generating: their identities, and why any is unavailable."""
+    from .metrics.diversity import LpipsScorer, backbone_checkpoint
+    from .metrics.identity import file_identity, model_identity
+    from .metrics.similarity import ClipScorer, DinoScorer
+
+    ev = spec.evaluation
+    checks: list[tuple[str, str, Callable[[], Any], Callable[[], dict[str, Any]]]] = [
+        ("CLIP", "clip", lambda: ClipScorer.load(ev.clip_model, device="cpu"), lambda: model_identity(ev.clip_model)),
+        ("DINO", "dino", lambda: DinoScorer.load(ev.dino_model, device="cpu"), lambda: model_identity(ev.dino_model)),
+        ("LPIPS", "lpips", lambda: LpipsScorer.load(ev.lpips_net, device="cpu", allow_download=ev.allow_download),
+         lambda: file_identity(f"lpips {ev.lpips_net}", backbone_checkpoint(ev.lpips_net))),
+    ]
+    models, unavailable = {}, {}
+    for label, key, load, identify in checks:
+        try:
+            load()  # the scorer is dropped at once: only its strict load is checked here
+            models[key] = identify()
+        except MetricUnavailableError as error:
+            unavailable[label] = str(error)
+            models[key] = {"name": getattr(ev, f"{key}_model", ev.lpips_net), "unavailable": str(error)}
+        _free_memory()
+    return models, unavailable
+
+
 def score(
     spec: ExperimentSpec,
     jobs: Sequence[ArmJob],
@@ -208,8 +235,12 @@ def score(
     references: Sequence[Path],
     device: str,
     echo: bool,
+    unavailable: dict[str, str] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[tuple[str, int], float], dict[str, str]]:
-    """Per file: CLIP-T, CLIP-I, DINO, image statistics; per (run, template): LPIPS diversity; and what is missing."""
+    """Per file: CLIP-T, CLIP-I, DINO, image statistics; per (run, template): LPIPS diversity; and what is missing.
+
+    ``unavailable`` (stage label -> reason, from ``check_metric_models``) names stages not to attempt.
+    """
     from tqdm import tqdm
 
     from .metrics.diversity import LpipsScorer
@@ -254,6 +285,9 @@ def score(
         ("LPIPS", ("diversity",), lpips),
     ]
     for label, names, run_stage in tqdm(stages, desc="metric models", unit="model", disable=not echo):
+        if label in (unavailable or {}):
+            missing.update({name: f"{label}: {unavailable[label]}" for name in names})  # type: ignore[index]
+            continue
         try:
             run_stage()
         except MetricUnavailableError as error:

@@ -141,9 +141,14 @@ def render(spec: ExperimentSpec, jobs: Sequence[ArmJob], metrics: dict[str, Any]
     """The Markdown report."""
     ev = metrics["evaluation"]
     n_prompts = ev["prompts"]
-    lines = [
-        f"# zero-prior experiment: {spec.name}",
-        "",
+    identities = metrics.get("metric_models", {})
+    random = [key.upper() if key != "lpips" else "LPIPS backbone" for key, identity in identities.items()
+              if identity.get("random")]
+    lines = [f"# zero-prior experiment: {spec.name}", ""]
+    if random:
+        lines += [f"**Random metric models ({', '.join(random)}): every score of theirs below is NOT meaningful; "
+                  "this run checks the machinery only.**", ""]
+    lines += [
         f"Base model `{metrics['models']['base']}`; arms {', '.join(spec.arms)}; training seeds "
         f"{', '.join(map(str, spec.training_seeds))}; {n_prompts} held-out prompts x evaluation seeds "
         f"{', '.join(map(str, ev['seeds']))} (the same seeds in every arm); {ev['steps']} sampling steps at "
@@ -167,8 +172,9 @@ def render(spec: ExperimentSpec, jobs: Sequence[ArmJob], metrics: dict[str, Any]
         lines.append(f"| class_dino | {CLASS_DINO} | worse for an arm than for the base model (identity bleed) |")
     if any("missing" not in test for test in metrics["token_necessity"].values()):
         lines.append(f"| token necessity | {TOKEN_NECESSITY_DEFINITION} | better (the token carries the subject) |")
-    lines += ["", f"CLIP `{metrics['models']['clip']}`, DINO `{metrics['models']['dino']}`, LPIPS "
-              f"`{metrics['models']['lpips']}`; references: {len(metrics['references'])} training images."]
+    lines += ["", f"Protocol `{metrics['evaluation']['protocol']}`: CLIP `{metrics['models']['clip']}`, DINO "
+              f"`{metrics['models']['dino']}`, LPIPS `{metrics['models']['lpips']}` (revisions and weight sha256 in "
+              f"`metrics.json` under `metric_models`); references: {len(metrics['references'])} training images."]
     lines += ["", "### Not measured", ""]
     missing = [f"- {metric}: {reason}" for metric, reason in sorted(metrics["missing"].items())]
     lines += missing or ["- nothing: every metric was computed"]

@@ -35,7 +35,7 @@ from ..aitk.facts import PROCESS_TYPE
 from ..errors import ConfigError
 from ..yaml_reader import Block, fill_fields
 from .captions import EVAL_TEMPLATES, SUBJECT_PHRASES
-from .metrics import DEFAULT_CLIP, DEFAULT_DINO
+from .metrics import DEFAULT_CLIP, DEFAULT_DINO, PROTOCOLS
 
 BASELINE = "baseline"
 ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only")
@@ -76,6 +76,7 @@ class EvaluationSpec:
     lora_scale: float = 1.0
     device: str | None = None
     offload: str = "none"  # none | model | sequential (diffusers CPU offload for GPUs smaller than the model)
+    protocol: str = "dinov2"  # metrics.PROTOCOLS: the default CLIP and DINO models; either can be overridden
     clip_model: str = DEFAULT_CLIP
     dino_model: str = DEFAULT_DINO
     lpips_net: str = "alex"
@@ -193,6 +194,9 @@ def _evaluation(raw: Any) -> EvaluationSpec:
     offload = block.string("offload", defaults.offload)
     if offload not in OFFLOAD_MODES:
         raise ConfigError(f"experiment.evaluation.offload {offload!r}: choose one of {', '.join(OFFLOAD_MODES)}")
+    protocol = block.string("protocol", defaults.protocol)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"experiment.evaluation.protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     if lpips_net not in LPIPS_NETS:
         raise ConfigError(f"experiment.evaluation.lpips_net {lpips_net!r}: choose one of {', '.join(LPIPS_NETS)}")
     return EvaluationSpec(
@@ -207,8 +211,9 @@ def _evaluation(raw: Any) -> EvaluationSpec:
         lora_scale=block.number("lora_scale", defaults.lora_scale, minimum=0.0),
         device=block.string("device", None),
         offload=offload,
-        clip_model=block.string("clip_model", defaults.clip_model),
-        dino_model=block.string("dino_model", defaults.dino_model),
+        protocol=protocol,
+        clip_model=block.string("clip_model", PROTOCOLS[protocol]["clip_model"]),
+        dino_model=block.string("dino_model", PROTOCOLS[protocol]["dino_model"]),
         lpips_net=lpips_net,
         allow_download=block.boolean("allow_download", defaults.allow_download),
         confidence=block.number("confidence", defaults.confidence, minimum=0.5, maximum=0.999),
