@@ -1,10 +1,12 @@
 """The experiment: strict spec, arm jobs that differ only in the arm, the runner's log, and one real run.
 
-Everything but the last test runs without ai-toolkit: the runner is exercised
-against a stand-in checkout whose ``run.py`` writes a LoRA file (or fails on
-request). The end-to-end test trains baseline and zero-prior on the tiny
-Qwen-Image through real ai-toolkit, evaluates them with tiny random CLIP and
-DINOv2 models, and checks that evaluating again writes the same metrics.json.
+Everything but the end-to-end test runs without ai-toolkit: the runner is
+exercised against a stand-in checkout whose ``run.py`` writes a LoRA file (or
+fails on request), the analysis on synthetic measurements. The end-to-end test
+trains baseline and zero-prior on the tiny Qwen-Image through real ai-toolkit,
+evaluates them with the tiny random CLIP, DINOv2 and LPIPS backbone of
+``zero-prior metric-models --tiny``, and checks that evaluating again writes
+the same metrics.json.
 """
 
 from __future__ import annotations
@@ -323,14 +325,17 @@ def ai_toolkit(ai_toolkit_checkout: Path) -> Path:
 
 
 def test_tiny_experiment_end_to_end_through_ai_toolkit(
-    ai_toolkit: Path, tiny_pipeline_dir: Path, tiny_clip_dir: Path, tiny_dino_dir: Path,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
+    ai_toolkit: Path, tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     work = tmp_path_factory.mktemp("experiment")
     dataset = make_subject_dataset(work / "subject", num_images=4, size=64, seed=0)[0].parent
+    # The README's commands: the tiny random metric models, LPIPS's backbone through TORCH_HOME.
+    assert main(["metric-models", "--tiny", "--out", str(work / "metric_models")]) == 0
+    monkeypatch.setenv("TORCH_HOME", str(work / "metric_models" / "torch"))
     spec = load_spec(EXAMPLES / "experiment_tiny.yaml", {
         "MODEL_PATH": str(tiny_pipeline_dir), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(work / "out"),
-        "CLIP_MODEL": str(tiny_clip_dir), "DINO_MODEL": str(tiny_dino_dir)})
+        "CLIP_MODEL": str(work / "metric_models" / "clip"), "DINO_MODEL": str(work / "metric_models" / "dino")})
     result = run_experiment(spec, ai_toolkit=ai_toolkit, echo=False, env={"HF_HUB_OFFLINE": "1"})
     out = spec.output_dir
 
@@ -344,12 +349,25 @@ def test_tiny_experiment_end_to_end_through_ai_toolkit(
     for arm in ("baseline", "zero_prior"):
         assert {"clip_t", "clip_i", "dino", "prior_leak", "brightness"} <= set(metrics["summary"][arm])
     assert {c["metric"] for c in metrics["comparisons"]} >= {"clip_t", "clip_i", "dino", "prior_leak"}
-    assert "diversity" in metrics["summary"]["zero_prior"] or "LPIPS" in metrics["missing"]["diversity"]
+    assert "diversity" in metrics["summary"]["zero_prior"] and metrics["missing"] == {}
+    assert {key: identity["random"] for key, identity in metrics["metric_models"].items()} == {
+        "clip": True, "dino": True, "lpips": True}
+    assert metrics["metric_models"]["clip"]["sha256"]["model.safetensors"] == sha256_file(
+        work / "metric_models" / "clip" / "model.safetensors")
+    assert metrics["design"]["n_training_runs"] == 1 and metrics["design"]["unit"] == "prompt"
+    clip_t = next(c for c in metrics["comparisons"] if c["metric"] == "clip_t")
+    assert (clip_t["family"], clip_t["adjustment"]) == ("primary", "Holm step-down (family-wise error)")
+    assert clip_t["adjusted_p"] >= clip_t["p_value"] and clip_t["n_training_runs"] == 1
     assert "not applicable" in metrics["token_necessity"]["baseline"]["missing"]
     assert metrics["token_necessity"]["zero_prior"]["treatment"] == "zero_prior: token"
 
     report = result.report.read_text()
+    assert report.splitlines()[2].startswith("**Random metric models (CLIP, DINO, LPIPS backbone): every score")
     assert "## Each arm against baseline" in report and "![subject prompts" in report
+    assert "| family | adjusted p |" in report and "| zero_prior | baseline | clip_t |" in report
+    assert "**One training run per arm.**" in report and "Student t interval of the mean paired difference" in report
+    assert "- primary family (2, Holm step-down (family-wise error))" in report
+    assert "| brightness |" in report and "| token necessity |" in report and "| class_dino |" in report
     assert (out / "grid_subject_seed0.png").is_file() and (out / "grid_class_seed1.png").is_file()
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "loss.png").is_file() and (out / "placeholder_norm.png").is_file()
@@ -427,6 +445,27 @@ def test_statistics_adjust_within_the_pre_declared_families_and_count_training_r
     dino = next(r for r in result["comparisons"] if r["metric"] == "dino" and r["treatment"] == "zero_prior")
     assert dino["units"] == ["training seed 1", "training seed 2", "training seed 3"] and dino["n_training_runs"] == 3
     assert dino["p_value"] == 0.25 and dino["verdict"]["label"] == "no clear difference"
+
+    # The report states the design and the families, and lists only what was measured.
+    from dataclasses import asdict
+
+    from zero_prior.experiment.report import render
+
+    metrics = {"arms": list(spec.arms), "evaluation": {**asdict(spec.evaluation), "device_used": "cpu"},
+               "models": {"base": "/m", "clip": "c", "dino": "d", "lpips": "alex"},
+               "metric_models": {"clip": {"random": False}}, "references": [], "missing": {},
+               **statistics(spec, *synthetic_tables(spec, effect=0.03), {})}
+    del metrics["summary"]["zero_prior"]["diversity"]
+    for name in ("baseline", "rare_word", "word_init", "token_only"):
+        del metrics["summary"][name]["diversity"]
+    report = render(spec, build_arm_jobs(spec), metrics, [], [], [])
+    assert not report.splitlines()[2].startswith("**Random metric models")
+    assert "| diversity |" not in report.split("## How verdicts")[0] and "| clip_t | CLIP cosine" in report
+    assert "- unit of replication: prompt, n = 25; training runs behind each verdict: 1" in report
+    assert "Monte Carlo; smallest attainable p 9.999e-05" in report
+    assert "- primary family (2, Holm step-down (family-wise error)): the comparisons the experiment is for" in report
+    assert "- secondary family (39, Holm step-down (family-wise error)): every other comparison" in report
+    assert "| zero_prior | baseline | dino |" in report and "| primary |" in report and "| better |" in report
 
     # The dry run says what the design can reach before anything is trained.
     filled = ["--set", "MODEL_PATH=/m", "--set", f"DATASET_PATH={dataset}"]

@@ -33,7 +33,7 @@ from .design import ARM_METRICS, CLASS_DINO, PRIMARY, TOKEN_NECESSITY_DEFINITION
 from .evaluate import BASE_RUN, CLASS, SUBJECT
 from .layout import JOBS_FOLDER, LOG_FILE, METRICS_FILE, REPORT_FILE
 from .spec import BASELINE, ExperimentSpec
-from .stats import EXACT_MAX_N, HOLM, T_INTERVAL, smallest_p
+from .stats import EXACT_MAX_N, HOLM, smallest_p
 
 TILE = 256
 LABEL_WIDTH = 240
@@ -198,7 +198,7 @@ def _summary_table(metrics: dict[str, Any]) -> list[str]:
     names = sorted({metric for arm in arms for metric in metrics["summary"][arm]},
                    key=lambda m: (list(ARM_METRICS).index(m) if m in ARM_METRICS else len(ARM_METRICS), m))
     unit = metrics["design"]["unit"]
-    lines = ["", f"## Per arm (mean over {unit}s, {confidence} {T_INTERVAL} over {unit}s)", "",
+    lines = ["", f"## Per arm (mean over {unit}s, {confidence} Student t interval of the mean over {unit}s)", "",
              "| metric | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for metric in names:
         cells = []
