@@ -476,3 +476,25 @@ def test_statistics_adjust_within_the_pre_declared_families_and_count_training_r
            "p 0.0002 vs alpha 0.05: a verdict is possible" in out
     assert main(["experiment", str(seeded.path), "--dry-run", *filled]) == 0
     assert "smallest attainable adjusted p 0.5 vs alpha 0.05: NO verdict is possible" in capsys.readouterr().out
+
+
+def test_metric_models_are_checked_before_any_image_and_the_protocol_names_dino(
+    tmp_path: Path, dataset: Path, tiny_clip_dir: Path, tiny_dino_dir: Path
+) -> None:
+    from zero_prior.experiment.evaluate import check_metric_models
+
+    spec = load_spec(write_spec(tmp_path, dataset, {"evaluation": {"clip_model": str(tiny_dino_dir),
+                                                                   "dino_model": str(tiny_clip_dir)}}),
+                     values(dataset))
+    models, unavailable = check_metric_models(spec, "cpu")
+    assert "is a 'clip' model; give a DINO ViT" in unavailable["DINO"] and "DINO" in models["dino"]["unavailable"]
+    assert "could not be loaded" in unavailable["CLIP"] or "does not match CLIPModel" in unavailable["CLIP"]
+    (tmp_path / "db").mkdir()
+    dreambooth = load_spec(write_spec(tmp_path / "db", dataset, {"evaluation": {"protocol": "dreambooth"}}),
+                           values(dataset))
+    assert (dreambooth.evaluation.dino_model, dreambooth.evaluation.clip_model) == (
+        "facebook/dino-vits16", "openai/clip-vit-large-patch14")
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ConfigError, match="experiment.evaluation.protocol 'dreambench': choose one of dinov2, "
+                                          "dreambooth"):
+        load_spec(write_spec(tmp_path / "bad", dataset, {"evaluation": {"protocol": "dreambench"}}), values(dataset))

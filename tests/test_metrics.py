@@ -178,3 +178,18 @@ def test_metric_models_are_loaded_strictly_and_identified(tiny_clip_dir, tiny_di
     from zero_prior.fileio import sha256_file
 
     assert identity["sha256"] == {"model.safetensors": sha256_file(tiny_dino_dir / "model.safetensors")}
+
+
+def test_tiny_metric_models_load_as_the_evaluation_loads_them(tmp_path, monkeypatch):
+    """``zero-prior metric-models --tiny``: CLIP, DINOv2 and an LPIPS backbone, each labelled random."""
+    from zero_prior.cli import main
+    from zero_prior.experiment.metrics.identity import file_identity, model_identity
+
+    assert main(["metric-models", "--tiny", "--out", str(tmp_path)]) == 0
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    image = noise_image(0)
+    assert ClipScorer.load(tmp_path / "clip", device="cpu").clip_i([image], [image]) == [pytest.approx(1.0, abs=1e-5)]
+    assert DinoScorer.load(tmp_path / "dino", device="cpu").similarity([image], [image]) == [pytest.approx(1.0, 1e-5)]
+    assert LpipsScorer.load("squeeze", device="cpu").diversity([image, image]) == 0.0
+    assert model_identity(str(tmp_path / "clip"))["random"] and model_identity(str(tmp_path / "dino"))["random"]
+    assert file_identity("lpips squeeze", backbone_checkpoint("squeeze"))["random"]
