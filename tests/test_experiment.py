@@ -84,7 +84,8 @@ def values(dataset: Path) -> dict[str, str]:
 def test_example_experiments_parse_and_build_every_arm(tmp_path: Path, dataset: Path) -> None:
     tiny = load_spec(EXAMPLES / "experiment_tiny.yaml", {**values(dataset), "OUTPUT_DIR": str(tmp_path / "out"),
                                                          "CLIP_MODEL": "/clip", "DINO_MODEL": "/dino"})
-    assert (tiny.arms, tiny.evaluation.prompts, tiny.evaluation.seeds) == (("baseline", "zero_prior"), 2, (0, 1))
+    assert (tiny.arms, tiny.evaluation.prompts, tiny.evaluation.seeds) == (
+        ("baseline", "zero_prior", "zero_prior_dop", "baseline_dop"), 2, (0, 1))
     assert tiny.runs_dir == tmp_path / "out" / "runs"
     assert tiny.base_job["config"]["process"][0]["training_folder"] == str(tiny.runs_dir)
     real = load_spec(EXAMPLES / "experiment.yaml")
@@ -158,6 +159,21 @@ def test_arm_jobs_differ_only_in_what_the_arm_changes(tmp_path: Path, dataset: P
     assert diff("token_only") == {f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
                                   f"{process}.train.lr": (0.001, 0.0),
                                   f"{process}.train.train_placeholder_token": (False, True)}
+    dop = {f"{process}.train.diff_output_preservation": (None, True),
+           f"{process}.train.diff_output_preservation_class": (None, "an object")}
+    (tmp_path / "dop").mkdir()
+    dop_spec = load_spec(write_spec(tmp_path / "dop", dataset, {"arms": ["baseline", "zero_prior_dop",
+                                                                         "baseline_dop"]}), values(dataset))
+    dop_jobs = {job.arm: job for job in build_arm_jobs(dop_spec)}
+    assert job_differences(dop_jobs["baseline"].job, dop_jobs["zero_prior_dop"].job) == {
+        "config.name": ("tiny_zero_prior_baseline_seed42", "tiny_zero_prior_zero_prior_dop_seed42"),
+        f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
+        f"{process}.train.train_placeholder_token": (False, True), **dop}
+    assert job_differences(dop_jobs["baseline"].job, dop_jobs["baseline_dop"].job) == {
+        "config.name": ("tiny_zero_prior_baseline_seed42", "tiny_zero_prior_baseline_dop_seed42"),
+        f"{process}.datasets[0].caption_ext": ("baseline.txt", "rare_word.txt"),
+        f"{process}.trigger_word": (None, "zwx"), **dop}
+    assert (dop_jobs["zero_prior_dop"].subject_text, dop_jobs["baseline_dop"].subject_text) == ("<zwx>", "zwx")
     # The bookkeeping every arm shares, against the base job as the user wrote it.
     assert job_differences(spec.base_job, base) == {
         "config.name": ("tiny_zero_prior", "tiny_zero_prior_baseline_seed42"),

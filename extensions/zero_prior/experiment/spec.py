@@ -38,7 +38,7 @@ from .captions import EVAL_TEMPLATES, SUBJECT_PHRASES
 from .metrics import DEFAULT_CLIP, DEFAULT_DINO, PROTOCOLS
 
 BASELINE = "baseline"
-ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only")
+ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only", "zero_prior_dop", "baseline_dop")
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 OFFLOAD_MODES = ("none", "model", "sequential")
 RUNS_FOLDER = "runs"
