@@ -25,6 +25,7 @@ import pytest
 import yaml
 from safetensors.numpy import save_file
 
+from zero_prior.aitk.step_log import read_step_log
 from zero_prior.cli import main
 from zero_prior.errors import ConfigError, ExperimentError
 from zero_prior.experiment.arms import build_arm_jobs, job_differences
@@ -356,13 +357,16 @@ def test_tiny_experiment_end_to_end_through_ai_toolkit(
     out = spec.output_dir
 
     metrics = json.loads(result.metrics.read_text())
-    baseline, zero_prior = (job.name for job in build_arm_jobs(spec))
+    names = {job.arm: job.name for job in build_arm_jobs(spec)}
+    baseline, zero_prior = names["baseline"], names["zero_prior"]
     assert metrics["runs"][baseline]["placeholders"] == [] and metrics["runs"][zero_prior]["placeholders"] == ["<zwx>"]
     lora = out / "runs" / zero_prior / f"{zero_prior}.safetensors"
     assert metrics["runs"][zero_prior]["lora_sha256"] == sha256_file(lora)
-    assert len(metrics["images"]) == 2 * 2 * (2 + 2 + 1)  # prompts x seeds x (2 runs x 2 kinds + base)
+    assert metrics["runs"][names["zero_prior_dop"]]["placeholders"] == ["<zwx>"]
+    assert metrics["runs"][names["baseline_dop"]]["placeholders"] == []
+    assert len(metrics["images"]) == 2 * 2 * (4 * 2 + 1)  # prompts x seeds x (4 runs x 2 kinds + base)
     assert all((out / image["file"]).is_file() for image in metrics["images"])
-    for arm in ("baseline", "zero_prior"):
+    for arm in ("baseline", "zero_prior", "zero_prior_dop", "baseline_dop"):
         assert {"clip_t", "clip_i", "dino", "prior_leak", "brightness"} <= set(metrics["summary"][arm])
     assert {c["metric"] for c in metrics["comparisons"]} >= {"clip_t", "clip_i", "dino", "prior_leak"}
     assert "diversity" in metrics["summary"]["zero_prior"] and metrics["missing"] == {}
@@ -392,9 +396,12 @@ def test_tiny_experiment_end_to_end_through_ai_toolkit(
     with sqlite3.connect(out / "runs" / zero_prior / "loss_log.db") as db:
         keys = {key for (key,) in db.execute("SELECT DISTINCT key FROM metrics")}
     assert {"loss/loss", "placeholder/<zwx>/norm"} <= keys
+    for arm in ("zero_prior_dop", "baseline_dop"):  # ai-toolkit's preservation pass ran in both
+        assert "loss/preservation" in read_step_log(out / "runs" / names[arm] / "loss_log.db")
 
     log = json.loads((out / LOG_FILE).read_text())
-    assert [a["status"] for a in log["arms"]] == ["trained", "trained"] and log["evaluation"]["images"] == 16
+    # Unique images per prompt and seed: baseline 1 (subject = class), three arms 2 each, base 1.
+    assert [a["status"] for a in log["arms"]] == ["trained"] * 4 and log["evaluation"]["images"] == 2 * 2 * 8
     first = result.metrics.read_bytes()
     evaluate_experiment(spec, echo=False)
     assert result.metrics.read_bytes() == first  # same seeds, same CPU: the same metrics.json, byte for byte

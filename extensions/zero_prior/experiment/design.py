@@ -89,7 +89,9 @@ def design_lines(spec: ExperimentSpec) -> list[str]:
                          f"{family} family: empty")
             continue
         best = min(1.0, m * raw)
-        reach = "a verdict is possible" if best < ev.alpha else "NO verdict is possible: add prompts or seeds"
+        more = "add prompts (or permutation_resamples above 16 prompts)" if unit == PROMPT_UNIT else \
+            "train more seeds (each doubles the exact test's reach)"
+        reach = "a verdict is possible" if best < ev.alpha else f"NO verdict is possible: {more}"
         lines.append(f"{family} family: {m} comparison(s), {HOLM}; smallest attainable adjusted p {best:.4g} "
                      f"vs alpha {ev.alpha}: {reach}")
     return lines
