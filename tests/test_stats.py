@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from zero_prior.experiment.calibration import claim_rates
 from zero_prior.experiment.stats import (
     BETTER,
     HIGHER,
@@ -129,30 +130,11 @@ def test_holm_by_hand():
     assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]  # 0.5 * 2 = 1.0 caps; 0.9 * 1 lifts to the running max
 
 
-def simulate_claims(effect, n, families, sims, seed):
-    """Share of simulated experiments with at least one claim per family, using the report's own rule.
-
-    Every comparison draws ``n`` independent N(effect, 1) paired differences; p from the
-    sign-flip test, Holm within each family, a claim when the adjusted p < 0.05 and the t
-    interval excludes 0 (the rule of ``adjust_family`` and ``verdict``).
-    """
-    rng = np.random.default_rng(seed)
-    rates = []
-    for m in families:
-        d = rng.normal(effect, 1.0, size=(sims, m, n))
-        p = sign_flip_p_values(d.reshape(-1, n), n_resamples=1000, seed=seed).reshape(sims, m)
-        half = t_quantile(0.975, n - 1) * d.std(axis=2, ddof=1) / math.sqrt(n)
-        excludes = np.abs(d.mean(axis=2)) > half
-        claims = (holm(p) < 0.05) & excludes
-        rates.append(claims.any(axis=1).mean())
-    return rates
-
-
 @pytest.mark.parametrize("n", [8, 25])
 def test_family_wise_false_claim_rate_under_the_null_is_at_most_alpha(n):
     # A five-arm run: 2 primary comparisons and about 39 secondary ones. 1000 null experiments;
     # the standard error of a rate of 0.05 is 0.007.
-    primary, secondary = simulate_claims(0.0, n, (2, 39), sims=1000, seed=n)
+    primary, secondary = claim_rates(0.0, n, (2, 39), sims=1000, seed=n)
     assert primary <= 0.05 + 0.014 and secondary <= 0.05 + 0.014
     # Without the adjustment the same data claim something in most experiments.
     d = np.random.default_rng(1).normal(size=(300, 39, n))
@@ -161,7 +143,7 @@ def test_family_wise_false_claim_rate_under_the_null_is_at_most_alpha(n):
 
 
 def test_a_true_effect_is_found_at_25_prompts():
-    [power] = simulate_claims(0.7, 25, (2,), sims=500, seed=7)
+    [power] = claim_rates(0.7, 25, (2,), sims=500, seed=7)
     assert power > 0.8
     prompts = [f"p{i:02d}" for i in range(25)]
     rng = np.random.default_rng(0)
