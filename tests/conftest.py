@@ -17,7 +17,6 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from zero_prior.testbed import cached_tiny_pipeline, load_qwen_tokenizer  # noqa: E402
 
@@ -114,42 +113,15 @@ def comfyui_checkout() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
-    """A random CLIP with a byte-level tokenizer, saved like a hub folder."""
-    from tokenizers import pre_tokenizers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    """A random CLIP with a byte-level tokenizer, saved like a hub folder (``testbed.metric_models``)."""
+    from zero_prior.testbed.metric_models import write_tiny_clip
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[symbol] = len(vocab)
-        vocab[symbol + "</w>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(small, vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(small, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_clip")
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return folder
+    return write_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 @pytest.fixture(scope="session")
 def tiny_dino_dir(tmp_path_factory):
-    """A random DINOv2 with its image processor, saved like a hub folder."""
-    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+    """A random DINOv2 with its image processor, saved like a hub folder (``testbed.metric_models``)."""
+    from zero_prior.testbed.metric_models import write_tiny_dino
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_dino")
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                          image_size=32, patch_size=8)
-    Dinov2Model(config).save_pretrained(folder)
-    BitImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(folder)
-    return folder
+    return write_tiny_dino(tmp_path_factory.mktemp("tiny_dino"))

@@ -1,10 +1,12 @@
 """The experiment: strict spec, arm jobs that differ only in the arm, the runner's log, and one real run.
 
-Everything but the last test runs without ai-toolkit: the runner is exercised
-against a stand-in checkout whose ``run.py`` writes a LoRA file (or fails on
-request). The end-to-end test trains baseline and zero-prior on the tiny
-Qwen-Image through real ai-toolkit, evaluates them with tiny random CLIP and
-DINOv2 models, and checks that evaluating again writes the same metrics.json.
+Everything but the end-to-end test runs without ai-toolkit: the runner is
+exercised against a stand-in checkout whose ``run.py`` writes a LoRA file (or
+fails on request), the analysis on synthetic measurements. The end-to-end test
+trains baseline and zero-prior on the tiny Qwen-Image through real ai-toolkit,
+evaluates them with the tiny random CLIP, DINOv2 and LPIPS backbone of
+``zero-prior metric-models --tiny``, and checks that evaluating again writes
+the same metrics.json.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 import yaml
 from safetensors.numpy import save_file
 
+from zero_prior.aitk.step_log import read_step_log
 from zero_prior.cli import main
 from zero_prior.errors import ConfigError, ExperimentError
 from zero_prior.experiment.arms import build_arm_jobs, job_differences
@@ -82,7 +85,8 @@ def values(dataset: Path) -> dict[str, str]:
 def test_example_experiments_parse_and_build_every_arm(tmp_path: Path, dataset: Path) -> None:
     tiny = load_spec(EXAMPLES / "experiment_tiny.yaml", {**values(dataset), "OUTPUT_DIR": str(tmp_path / "out"),
                                                          "CLIP_MODEL": "/clip", "DINO_MODEL": "/dino"})
-    assert (tiny.arms, tiny.evaluation.prompts, tiny.evaluation.seeds) == (("baseline", "zero_prior"), 2, (0, 1))
+    assert (tiny.arms, tiny.evaluation.prompts, tiny.evaluation.seeds) == (
+        ("baseline", "zero_prior", "zero_prior_dop", "baseline_dop"), 2, (0, 1))
     assert tiny.runs_dir == tmp_path / "out" / "runs"
     assert tiny.base_job["config"]["process"][0]["training_folder"] == str(tiny.runs_dir)
     real = load_spec(EXAMPLES / "experiment.yaml")
@@ -99,7 +103,7 @@ def test_example_experiments_parse_and_build_every_arm(tmp_path: Path, dataset: 
     ({"arms": ["zero_prior"]}, {}, "experiment.arms ['zero_prior'] must list each arm once and include 'baseline'"),
     ({"arms": ["baseline", "lora_only"]}, {}, "experiment.arms: 'lora_only' is not an arm; choose from baseline,"),
     ({"training_seeds": "42"}, {}, "experiment.training_seeds must be a non-empty list of integers"),
-    ({"evaluation": {"prompts": 1}}, {}, "experiment.evaluation.prompts must be between 2 and 8, got 1"),
+    ({"evaluation": {"prompts": 1}}, {}, "experiment.evaluation.prompts must be between 2 and 25, got 1"),
     ({"evaluation": {"width": 100}}, {}, "experiment.evaluation.width must be a multiple of 16, got 100"),
     ({"evaluation": {"seeds": [0, 0]}}, {}, "experiment.evaluation.seeds [0, 0] repeats a seed"),
     ({"evaluation": {"offload": True}}, {}, "experiment.evaluation.offload must be a string, got bool True"),
@@ -156,6 +160,21 @@ def test_arm_jobs_differ_only_in_what_the_arm_changes(tmp_path: Path, dataset: P
     assert diff("token_only") == {f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
                                   f"{process}.train.lr": (0.001, 0.0),
                                   f"{process}.train.train_placeholder_token": (False, True)}
+    dop = {f"{process}.train.diff_output_preservation": (None, True),
+           f"{process}.train.diff_output_preservation_class": (None, "an object")}
+    (tmp_path / "dop").mkdir()
+    dop_spec = load_spec(write_spec(tmp_path / "dop", dataset, {"arms": ["baseline", "zero_prior_dop",
+                                                                         "baseline_dop"]}), values(dataset))
+    dop_jobs = {job.arm: job for job in build_arm_jobs(dop_spec)}
+    assert job_differences(dop_jobs["baseline"].job, dop_jobs["zero_prior_dop"].job) == {
+        "config.name": ("tiny_zero_prior_baseline_seed42", "tiny_zero_prior_zero_prior_dop_seed42"),
+        f"{process}.datasets[0].caption_ext": ("baseline.txt", "zero_prior.txt"),
+        f"{process}.train.train_placeholder_token": (False, True), **dop}
+    assert job_differences(dop_jobs["baseline"].job, dop_jobs["baseline_dop"].job) == {
+        "config.name": ("tiny_zero_prior_baseline_seed42", "tiny_zero_prior_baseline_dop_seed42"),
+        f"{process}.datasets[0].caption_ext": ("baseline.txt", "rare_word.txt"),
+        f"{process}.trigger_word": (None, "zwx"), **dop}
+    assert (dop_jobs["zero_prior_dop"].subject_text, dop_jobs["baseline_dop"].subject_text) == ("<zwx>", "zwx")
     # The bookkeeping every arm shares, against the base job as the user wrote it.
     assert job_differences(spec.base_job, base) == {
         "config.name": ("tiny_zero_prior", "tiny_zero_prior_baseline_seed42"),
@@ -323,33 +342,52 @@ def ai_toolkit(ai_toolkit_checkout: Path) -> Path:
 
 
 def test_tiny_experiment_end_to_end_through_ai_toolkit(
-    ai_toolkit: Path, tiny_pipeline_dir: Path, tiny_clip_dir: Path, tiny_dino_dir: Path,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
+    ai_toolkit: Path, tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     work = tmp_path_factory.mktemp("experiment")
     dataset = make_subject_dataset(work / "subject", num_images=4, size=64, seed=0)[0].parent
+    # The README's commands: the tiny random metric models, LPIPS's backbone through TORCH_HOME.
+    assert main(["metric-models", "--tiny", "--out", str(work / "metric_models")]) == 0
+    monkeypatch.setenv("TORCH_HOME", str(work / "metric_models" / "torch"))
     spec = load_spec(EXAMPLES / "experiment_tiny.yaml", {
         "MODEL_PATH": str(tiny_pipeline_dir), "DATASET_PATH": str(dataset), "OUTPUT_DIR": str(work / "out"),
-        "CLIP_MODEL": str(tiny_clip_dir), "DINO_MODEL": str(tiny_dino_dir)})
+        "CLIP_MODEL": str(work / "metric_models" / "clip"), "DINO_MODEL": str(work / "metric_models" / "dino")})
     result = run_experiment(spec, ai_toolkit=ai_toolkit, echo=False, env={"HF_HUB_OFFLINE": "1"})
     out = spec.output_dir
 
     metrics = json.loads(result.metrics.read_text())
-    baseline, zero_prior = (job.name for job in build_arm_jobs(spec))
+    names = {job.arm: job.name for job in build_arm_jobs(spec)}
+    baseline, zero_prior = names["baseline"], names["zero_prior"]
     assert metrics["runs"][baseline]["placeholders"] == [] and metrics["runs"][zero_prior]["placeholders"] == ["<zwx>"]
     lora = out / "runs" / zero_prior / f"{zero_prior}.safetensors"
     assert metrics["runs"][zero_prior]["lora_sha256"] == sha256_file(lora)
-    assert len(metrics["images"]) == 2 * 2 * (2 + 2 + 1)  # prompts x seeds x (2 runs x 2 kinds + base)
+    assert metrics["runs"][names["zero_prior_dop"]]["placeholders"] == ["<zwx>"]
+    assert metrics["runs"][names["baseline_dop"]]["placeholders"] == []
+    assert len(metrics["images"]) == 2 * 2 * (4 * 2 + 1)  # prompts x seeds x (4 runs x 2 kinds + base)
     assert all((out / image["file"]).is_file() for image in metrics["images"])
-    for arm in ("baseline", "zero_prior"):
+    for arm in ("baseline", "zero_prior", "zero_prior_dop", "baseline_dop"):
         assert {"clip_t", "clip_i", "dino", "prior_leak", "brightness"} <= set(metrics["summary"][arm])
     assert {c["metric"] for c in metrics["comparisons"]} >= {"clip_t", "clip_i", "dino", "prior_leak"}
-    assert "diversity" in metrics["summary"]["zero_prior"] or "LPIPS" in metrics["missing"]["diversity"]
+    assert "diversity" in metrics["summary"]["zero_prior"] and metrics["missing"] == {}
+    assert {key: identity["random"] for key, identity in metrics["metric_models"].items()} == {
+        "clip": True, "dino": True, "lpips": True}
+    assert metrics["metric_models"]["clip"]["sha256"]["model.safetensors"] == sha256_file(
+        work / "metric_models" / "clip" / "model.safetensors")
+    assert metrics["design"]["n_training_runs"] == 1 and metrics["design"]["unit"] == "prompt"
+    clip_t = next(c for c in metrics["comparisons"] if c["metric"] == "clip_t")
+    assert (clip_t["family"], clip_t["adjustment"]) == ("primary", "Holm step-down (family-wise error)")
+    assert clip_t["adjusted_p"] >= clip_t["p_value"] and clip_t["n_training_runs"] == 1
     assert "not applicable" in metrics["token_necessity"]["baseline"]["missing"]
     assert metrics["token_necessity"]["zero_prior"]["treatment"] == "zero_prior: token"
 
     report = result.report.read_text()
+    assert report.splitlines()[2].startswith("**Random metric models (CLIP, DINO, LPIPS backbone): every score")
     assert "## Each arm against baseline" in report and "![subject prompts" in report
+    assert "| family | adjusted p |" in report and "| zero_prior | baseline | clip_t |" in report
+    assert "**One training run per arm.**" in report and "Student t interval of the mean paired difference" in report
+    assert "- primary family (2, Holm step-down (family-wise error))" in report
+    assert "| brightness |" in report and "| token necessity |" in report and "| class_dino |" in report
     assert (out / "grid_subject_seed0.png").is_file() and (out / "grid_class_seed1.png").is_file()
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out / "loss.png").is_file() and (out / "placeholder_norm.png").is_file()
@@ -358,9 +396,128 @@ def test_tiny_experiment_end_to_end_through_ai_toolkit(
     with sqlite3.connect(out / "runs" / zero_prior / "loss_log.db") as db:
         keys = {key for (key,) in db.execute("SELECT DISTINCT key FROM metrics")}
     assert {"loss/loss", "placeholder/<zwx>/norm"} <= keys
+    for arm in ("zero_prior_dop", "baseline_dop"):  # ai-toolkit's preservation pass ran in both
+        assert "loss/preservation" in read_step_log(out / "runs" / names[arm] / "loss_log.db")
 
     log = json.loads((out / LOG_FILE).read_text())
-    assert [a["status"] for a in log["arms"]] == ["trained", "trained"] and log["evaluation"]["images"] == 16
+    # Unique images per prompt and seed: baseline 1 (subject = class), three arms 2 each, base 1.
+    assert [a["status"] for a in log["arms"]] == ["trained"] * 4 and log["evaluation"]["images"] == 2 * 2 * 8
     first = result.metrics.read_bytes()
     evaluate_experiment(spec, echo=False)
     assert result.metrics.read_bytes() == first  # same seeds, same CPU: the same metrics.json, byte for byte
+
+
+# --- the analysis: units, families, the report's wording (synthetic measurements, no models) -----------------
+
+
+def synthetic_tables(spec, effect: float, seed: int = 0):
+    """``per_prompt``, ``per_run`` shaped as ``aggregate`` makes them; ``effect`` shifts zero_prior's DINO, CLIP-T."""
+    from zero_prior.experiment.captions import EVAL_TEMPLATES
+    from zero_prior.experiment.design import ARM_METRICS
+
+    rng = np.random.default_rng(seed)
+    templates = EVAL_TEMPLATES[: spec.evaluation.prompts]
+    base = {t: 0.3 + 0.05 * rng.normal() for t in templates}
+    per_run: dict[str, Any] = {}
+    for arm in spec.arms:
+        per_run[arm] = {}
+        for metric in [*ARM_METRICS, "class_dino"]:
+            shift = effect if arm == "zero_prior" and metric in ("dino", "clip_t") else 0.0
+            per_run[arm][metric] = {str(s): {t: 0.5 + shift + 0.02 * rng.normal() for t in templates}
+                                    for s in spec.training_seeds}
+    per_prompt = {"base": {"class_dino": base}}
+    for arm, table in per_run.items():
+        per_prompt[arm] = {m: {t: float(np.mean([runs[s][t] for s in runs])) for t in templates}
+                           for m, runs in table.items()}
+    return per_prompt, per_run
+
+
+def test_statistics_adjust_within_the_pre_declared_families_and_count_training_runs(tmp_path: Path, dataset: Path,
+                                                                                    capsys) -> None:
+    from zero_prior.experiment.evaluate import statistics
+
+    spec = load_spec(write_spec(tmp_path, dataset, {"evaluation": {"prompts": 25}}), values(dataset))
+    result = statistics(spec, *synthetic_tables(spec, effect=0.03), {})
+    design = result["design"]
+    assert (design["unit"], design["n_units"], design["n_training_runs"]) == ("prompt", 25, 1)
+    assert design["families"]["primary"]["comparisons"] == ["vs baseline: zero_prior vs baseline, clip_t",
+                                                            "vs baseline: zero_prior vs baseline, dino"]
+    # 4 arms x 8 metrics vs baseline, 5 prior-leak tests, 4 token-necessity tests: 41, 2 of them primary.
+    assert len(design["families"]["secondary"]["comparisons"]) == 39
+    records = result["comparisons"] + list(result["prior_leak"].values()) + [
+        r for r in result["token_necessity"].values() if "missing" not in r]
+    assert len(records) == 41 and {r["adjustment"] for r in records} == {"Holm step-down (family-wise error)"}
+    primary = sorted((r for r in records if r["family"] == "primary"), key=lambda r: r["p_value"])
+    assert [r["metric"] for r in primary] == ["clip_t", "dino"] or [r["metric"] for r in primary] == ["dino", "clip_t"]
+    assert primary[0]["adjusted_p"] == pytest.approx(2 * primary[0]["p_value"])
+    assert all(r["verdict"]["label"] == "better" for r in primary)  # a true effect at 25 prompts is found
+    secondary = [r for r in records if r["family"] == "secondary"]
+    smallest = min(r["p_value"] for r in secondary)
+    assert min(r["adjusted_p"] for r in secondary) == pytest.approx(min(1.0, 39 * smallest))
+    brightness = next(r for r in result["comparisons"] if r["metric"] == "brightness")
+    assert brightness["higher_is_better"] is None and brightness["verdict"]["label"] in ("higher", "lower",
+                                                                                          "no clear difference")
+    assert all(r["n_training_runs"] == 1 and r["interval_method"].startswith("Student t") for r in records)
+
+    # Three training seeds: the training run is the unit, n = 3, and no verdict can be reached.
+    (tmp_path / "seeds").mkdir()
+    seeded = load_spec(write_spec(tmp_path / "seeds", dataset, {"training_seeds": [1, 2, 3],
+                                                                "evaluation": {"prompts": 25}}), values(dataset))
+    result = statistics(seeded, *synthetic_tables(seeded, effect=0.03), {})
+    assert (result["design"]["unit"], result["design"]["n_units"]) == ("training run", 3)
+    dino = next(r for r in result["comparisons"] if r["metric"] == "dino" and r["treatment"] == "zero_prior")
+    assert dino["units"] == ["training seed 1", "training seed 2", "training seed 3"] and dino["n_training_runs"] == 3
+    assert dino["p_value"] == 0.25 and dino["verdict"]["label"] == "no clear difference"
+
+    # The report states the design and the families, and lists only what was measured.
+    from dataclasses import asdict
+
+    from zero_prior.experiment.report import render
+
+    metrics = {"arms": list(spec.arms), "evaluation": {**asdict(spec.evaluation), "device_used": "cpu"},
+               "models": {"base": "/m", "clip": "c", "dino": "d", "lpips": "alex"},
+               "metric_models": {"clip": {"random": False}}, "references": [], "missing": {},
+               **statistics(spec, *synthetic_tables(spec, effect=0.03), {})}
+    del metrics["summary"]["zero_prior"]["diversity"]
+    for name in ("baseline", "rare_word", "word_init", "token_only"):
+        del metrics["summary"][name]["diversity"]
+    report = render(spec, build_arm_jobs(spec), metrics, [], [], [])
+    assert not report.splitlines()[2].startswith("**Random metric models")
+    assert "| diversity |" not in report.split("## How verdicts")[0] and "| clip_t | CLIP cosine" in report
+    assert "- unit of replication: prompt, n = 25; training runs behind each verdict: 1" in report
+    assert "Monte Carlo; smallest attainable p 9.999e-05" in report
+    assert "- primary family (2, Holm step-down (family-wise error)): the comparisons the experiment is for" in report
+    assert "- secondary family (39, Holm step-down (family-wise error)): every other comparison" in report
+    assert "| zero_prior | baseline | dino |" in report and "| primary |" in report and "| better |" in report
+
+    # The dry run says what the design can reach before anything is trained.
+    filled = ["--set", "MODEL_PATH=/m", "--set", f"DATASET_PATH={dataset}"]
+    assert main(["experiment", str(spec.path), "--dry-run", *filled]) == 0
+    out = capsys.readouterr().out
+    assert "statistics: unit of replication: prompt (n = 25); 1 training run(s) per arm; verdicts are about" in out
+    assert "primary family: 2 comparison(s), Holm step-down (family-wise error); smallest attainable adjusted " \
+           "p 0.0002 vs alpha 0.05: a verdict is possible" in out
+    assert main(["experiment", str(seeded.path), "--dry-run", *filled]) == 0
+    assert "smallest attainable adjusted p 0.5 vs alpha 0.05: NO verdict is possible" in capsys.readouterr().out
+
+
+def test_metric_models_are_checked_before_any_image_and_the_protocol_names_dino(
+    tmp_path: Path, dataset: Path, tiny_clip_dir: Path, tiny_dino_dir: Path
+) -> None:
+    from zero_prior.experiment.evaluate import check_metric_models
+
+    spec = load_spec(write_spec(tmp_path, dataset, {"evaluation": {"clip_model": str(tiny_dino_dir),
+                                                                   "dino_model": str(tiny_clip_dir)}}),
+                     values(dataset))
+    models, unavailable = check_metric_models(spec, "cpu")
+    assert "is a 'clip' model; give a DINO ViT" in unavailable["DINO"] and "DINO" in models["dino"]["unavailable"]
+    assert "could not be loaded" in unavailable["CLIP"] or "does not match CLIPModel" in unavailable["CLIP"]
+    (tmp_path / "db").mkdir()
+    dreambooth = load_spec(write_spec(tmp_path / "db", dataset, {"evaluation": {"protocol": "dreambooth"}}),
+                           values(dataset))
+    assert (dreambooth.evaluation.dino_model, dreambooth.evaluation.clip_model) == (
+        "facebook/dino-vits16", "openai/clip-vit-large-patch14")
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ConfigError, match="experiment.evaluation.protocol 'dreambench': choose one of dinov2, "
+                                          "dreambooth"):
+        load_spec(write_spec(tmp_path / "bad", dataset, {"evaluation": {"protocol": "dreambench"}}), values(dataset))

@@ -154,3 +154,42 @@ def test_pairwise_lpips_bookkeeping_with_the_lpips_module():
         scorer.diversity([a])
     with pytest.raises(MetricInputError, match=r"images of one size, got sizes \[\(32, 32\), \(64, 64\)\]"):
         scorer.diversity([a, noise_image(4, (32, 32))])
+
+
+def test_metric_models_are_loaded_strictly_and_identified(tiny_clip_dir, tiny_dino_dir, tmp_path):
+    """A CLIP without its text tower, or a CLIP folder given as DINO, is unavailable with the reason, not scored."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from zero_prior.experiment.metrics.identity import model_identity
+
+    vision_only = tmp_path / "vision_only_clip"
+    shutil.copytree(tiny_clip_dir, vision_only)
+    weights = load_file(vision_only / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("text_model.")}, vision_only / "model.safetensors")
+    expected = r"CLIP model .* does not match CLIPModel: \d+ missing weight\(s\) \(e.g. text_model\..*would be random"
+    with pytest.raises(MetricUnavailableError, match=expected):
+        ClipScorer.load(vision_only)
+    with pytest.raises(MetricUnavailableError, match=r"DINO model .* is a 'clip' model; give a DINO ViT"):
+        DinoScorer.load(tiny_clip_dir)
+    identity = model_identity(str(tiny_dino_dir))
+    assert identity["random"] is True and identity["revision"] is None
+    from zero_prior.fileio import sha256_file
+
+    assert identity["sha256"] == {"model.safetensors": sha256_file(tiny_dino_dir / "model.safetensors")}
+
+
+def test_tiny_metric_models_load_as_the_evaluation_loads_them(tmp_path, monkeypatch):
+    """``zero-prior metric-models --tiny``: CLIP, DINOv2 and an LPIPS backbone, each labelled random."""
+    from zero_prior.cli import main
+    from zero_prior.experiment.metrics.identity import file_identity, model_identity
+
+    assert main(["metric-models", "--tiny", "--out", str(tmp_path)]) == 0
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    image = noise_image(0)
+    assert ClipScorer.load(tmp_path / "clip", device="cpu").clip_i([image], [image]) == [pytest.approx(1.0, abs=1e-5)]
+    assert DinoScorer.load(tmp_path / "dino", device="cpu").similarity([image], [image]) == [pytest.approx(1.0, 1e-5)]
+    assert LpipsScorer.load("squeeze", device="cpu").diversity([image, image]) == 0.0
+    assert model_identity(str(tmp_path / "clip"))["random"] and model_identity(str(tmp_path / "dino"))["random"]
+    assert file_identity("lpips squeeze", backbone_checkpoint("squeeze"))["random"]

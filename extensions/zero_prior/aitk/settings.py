@@ -28,8 +28,6 @@ _REFUSED_TRAIN_FLAGS = {
     "and would carry no gradient to it",
     "unload_text_encoder": "the text encoder would be replaced by fixed embeddings, so the placeholder would get no "
     "gradient",
-    "diff_output_preservation": "ai-toolkit computes the preservation embeddings without gradient and relies on the "
-    "trigger word having a meaning, which a brand-new token does not have",
     "train_text_encoder": "it makes the whole text encoder trainable; zero-prior trains only the placeholder vector "
     "and keeps every text-encoder tensor unchanged",
     "merge_network_on_save": "it saves a merged full model, which has no place for the placeholder vector",
@@ -43,6 +41,7 @@ _PIVOT_REFUSED_TRAIN_FLAGS = {
     "prompt_saturation_chance": "it lengthens captions by repetition on randomly chosen steps",
     "do_cfg": "it encodes a negative prompt every step",
     "do_random_cfg": "it turns do_cfg on every step",
+    "diff_output_preservation": "it encodes the preservation prompt (the class in place of the token) every step",
 }
 _PIVOT_REFUSED_DATASET_FLAGS = {
     "shuffle_tokens": "it shuffles the caption's parts every step",
@@ -192,7 +191,39 @@ def _refuse_conflicts(block: Block, train: Block, placeholder: PlaceholderConfig
             "captions and sample prompts would never contain the token; remove trigger_word (it defaults to the "
             "token) or make it contain the token"
         )
+    _check_preservation(block, train, placeholder)
     return family
+
+
+def _check_preservation(block: Block, train: Block, placeholder: PlaceholderConfig) -> None:
+    """``diff_output_preservation`` with the token: the preservation prompt must hold the class, not the token.
+
+    ai-toolkit builds the preservation prompt by replacing the trigger word
+    with ``diff_output_preservation_class`` and predicts its prior target with
+    the network off. With the trigger being exactly the token, that prompt
+    contains no placeholder, so the vector trains only from the prompts that
+    contain it while the LoRA gets the preservation loss.
+    """
+    if not train.get("diff_output_preservation"):
+        return
+    process, path, token = block.raw, block.path, placeholder.token
+    preserved = train.get("diff_output_preservation_class")
+    if not isinstance(preserved, str) or not preserved.strip() or token in preserved:
+        raise ConfigError(
+            f"{path}.train.diff_output_preservation_class {preserved!r}: with diff_output_preservation and "
+            f"train.{TOGGLE}: true, name the class that replaces {token!r} in the preservation prompt (e.g. "
+            f"'a person'), without the token"
+        )
+    triggers = [("trigger_word", process.get("trigger_word"))] + [
+        (f"datasets[{number}].trigger_word", dataset.get("trigger_word"))
+        for number, dataset in enumerate(process.get("datasets") or []) if isinstance(dataset, Mapping)]
+    for key, trigger in triggers:
+        if trigger is not None and trigger != token:
+            raise ConfigError(
+                f"{path}.{key} {trigger!r} must be exactly the placeholder token {token!r} (or unset) with "
+                "diff_output_preservation: ai-toolkit replaces the trigger word with the class, and a token left "
+                "in the preservation prompt would make it condition on the subject"
+            )
 
 
 def _refuse_for_family(family: ModelFamily, block: Block, train: Block, placeholder: PlaceholderConfig) -> None:

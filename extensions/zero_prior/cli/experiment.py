@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
                                                              "~/ai-toolkit)")
     parser.add_argument("--fresh", action="store_true", help="delete earlier runs of these jobs and retrain every arm")
     parser.add_argument("--dry-run", action="store_true",
-                        help="write the arms' jobs and print how each differs from the baseline; train nothing")
+                        help="write the arms' jobs, print how each differs from the baseline and the smallest "
+                             "adjusted p the design can reach per comparison family; train nothing")
     parser.add_argument("--no-evaluate", action="store_true", help="train only; run `zero-prior evaluate` later")
     parser.set_defaults(run=run)
 
@@ -53,9 +54,10 @@ def parse_values(pairs: list[str]) -> dict[str, str]:
 
 
 def dry_run(spec: Any) -> int:
-    """Write the jobs under OUTPUT/jobs and print each arm's differences from the baseline."""
+    """Write the jobs under OUTPUT/jobs, print each arm's differences from the baseline and what verdicts can reach."""
     from ..aitk.launch import write_config
     from ..experiment.arms import build_arm_jobs, job_differences
+    from ..experiment.design import design_lines
     from ..experiment.layout import JOBS_FOLDER
 
     jobs = build_arm_jobs(spec)
@@ -71,4 +73,6 @@ def dry_run(spec: Any) -> int:
                 print(f"{job.name}: " + ("the reference" if job is baseline else
                       "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())))
     print(f"jobs written to {folder}")
+    for line in design_lines(spec):
+        print(f"statistics: {line}")
     return 0

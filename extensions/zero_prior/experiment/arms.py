@@ -13,7 +13,17 @@ zero_prior    true    ``zero_prior.txt`` (``<zwx>``)
 rare_word     false   ``rare_word.txt`` (``zwx``)     (no new token: the toggle is off)
 word_init     true    ``zero_prior.txt``              ``placeholder.init: word`` + class word
 token_only    true    ``zero_prior.txt``              ``train.lr: 0`` (LoRA frozen), ``placeholder.lr``
+zero_prior_   true    ``zero_prior.txt``              ``train.diff_output_preservation`` with the
+dop                                                   class phrase as ``diff_output_preservation_class``
+baseline_dop  false   ``rare_word.txt``               the same, with ``trigger_word: zwx`` (ai-toolkit's
+                                                      preservation replaces a trigger word)
 ============  ======  ==============================  =============================================
+
+The two ``_dop`` arms are ai-toolkit's own bleed control: each step also
+predicts, with the network off, the caption with the class phrase in place of
+the trigger, and pulls the LoRA's prediction for that prompt towards it. With
+the token as the trigger the preservation prompt holds no placeholder, so the
+vector trains only from the captions that contain it.
 
 (the toggle is ``train.train_placeholder_token``)
 
@@ -154,12 +164,30 @@ def _token_only(process: dict[str, Any], spec: ExperimentSpec, placeholder: Plac
     return ZERO_PRIOR
 
 
+def _preservation(process: dict[str, Any], spec: ExperimentSpec) -> None:
+    """ai-toolkit's diff_output_preservation, the class phrase taking the trigger's place in the prior prompt."""
+    process["train"].update(diff_output_preservation=True, diff_output_preservation_class=spec.subject.class_phrase)
+
+
+def _zero_prior_dop(process: dict[str, Any], spec: ExperimentSpec, placeholder: PlaceholderConfig) -> str:
+    _preservation(process, spec)
+    return _zero_prior(process, spec, placeholder)
+
+
+def _baseline_dop(process: dict[str, Any], spec: ExperimentSpec, placeholder: PlaceholderConfig) -> str:
+    _preservation(process, spec)
+    process["trigger_word"] = spec.subject.rare_word
+    return _rare_word(process, spec, placeholder)
+
+
 _ARM_CHANGES = {
     "baseline": _baseline,
     "zero_prior": _zero_prior,
     "rare_word": _rare_word,
     "word_init": _word_init,
     "token_only": _token_only,
+    "zero_prior_dop": _zero_prior_dop,
+    "baseline_dop": _baseline_dop,
 }
 
 

@@ -71,6 +71,25 @@ EVAL_TEMPLATES: tuple[str, ...] = (
     "a photo of {subject} reading a book in a cafe",
     "a photo of {subject} in front of a city skyline at night",
     "an oil painting of {subject} in a garden",
+    # Further held-out prompts in the structure of DreamBench (25 per subject): new scenes,
+    # accessories and outfits, and renderings; written for any subject class.
+    "a photo of {subject} in the jungle",
+    "a photo of {subject} on a cobblestone street",
+    "a photo of {subject} with a mountain in the background",
+    "a photo of {subject} with a blue house in the background",
+    "a photo of {subject} in a wheat field",
+    "a photo of {subject} with autumn leaves in the background",
+    "a photo of {subject} with the Eiffel Tower in the background",
+    "a photo of {subject} floating on water",
+    "a photo of {subject} on a wooden floor",
+    "a photo of {subject} on a purple rug in a forest",
+    "a photo of {subject} in the desert at noon",
+    "a photo of {subject} wearing a rainbow scarf",
+    "a photo of {subject} wearing pink glasses",
+    "a photo of {subject} in a chef outfit",
+    "a cubist painting of {subject}",
+    "a comic book drawing of {subject}",
+    "a 3d render of {subject}",
 )
 
 # Semantic phrases per subject class; the first is the class phrase used for prior-leak prompts.

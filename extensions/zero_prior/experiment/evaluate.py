@@ -15,11 +15,12 @@ arm, three kinds of image are made:
 
 Per image: CLIP-T (cosine to the class-phrase prompt, the same text for every
 arm, as CLIP cannot read ``<zwx>``), CLIP-I and DINO (mean cosine to the
-training images), image statistics. Per prompt (the unit of pairing): the mean
-over seeds and training seeds, LPIPS diversity across seeds, prior leak (DINO
-of class images with the adapter minus without it) and token necessity (DINO
-with the token vs. the class phrase, same arm). Comparisons: each arm against
-the baseline with ``stats.compare_arms``. ``metrics.json`` holds no times and
+training images), image statistics. Per prompt and training run: the mean over
+evaluation seeds, LPIPS diversity across seeds, class_dino (DINO of class
+images), prior leak (class_dino with the adapter minus without it) and token
+necessity (DINO with the token vs. the class phrase, same arm). Comparisons:
+the plan of ``design`` (unit, families), each made with
+``stats.compare_arms`` and Holm-adjusted within its family. ``metrics.json`` holds no times and
 only paths that do not change between runs (inside the output folder relative,
 the reference images and base model as given), so a rerun on the same machine
 writes the same bytes.
@@ -32,7 +33,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,9 +45,20 @@ from ..errors import ConfigError, ExperimentError, MetricUnavailableError
 from ..fileio import sha256_file, write_text_atomic
 from .arms import ArmJob, build_arm_jobs
 from .captions import EVAL_TEMPLATES
+from .design import (
+    ARM_METRICS,
+    PRIMARY,
+    PRIOR_LEAK,
+    SECONDARY,
+    TOKEN_NECESSITY,
+    VS_BASELINE,
+    Planned,
+    analysis_unit,
+    planned_comparisons,
+)
 from .layout import IMAGES_FOLDER, METRICS_FILE, read_log, relative, training_images, write_log
 from .spec import BASELINE, EvaluationSpec, ExperimentSpec
-from .stats import bootstrap_ci, compare_arms
+from .stats import HOLM, PROMPT_UNIT, T_INTERVAL, Comparison, adjust_family, compare_arms, t_interval
 
 if TYPE_CHECKING:
     from ..weights.loader import LoadResult
@@ -55,17 +67,6 @@ METRICS_FORMAT = "zero-prior-metrics/1"
 BASE_RUN = "base"
 SUBJECT, CLASS = "subject", "class"
 
-# metric -> (higher is better; None: a direction only, no better/worse), definition for the report.
-ARM_METRICS: dict[str, tuple[bool | None, str]] = {
-    "clip_t": (True, "CLIP cosine of the subject image to its prompt with the class phrase in the subject slot"),
-    "clip_i": (True, "mean CLIP cosine of the subject image to the training images"),
-    "dino": (True, "mean DINOv2 CLS cosine of the subject image to the training images (subject fidelity)"),
-    "diversity": (True, "mean pairwise LPIPS between a prompt's subject images over the evaluation seeds"),
-    "prior_leak": (False, "DINO of class-prompt images (no token) with the adapter minus without it"),
-    "brightness": (None, "mean Rec. 601 luma in [0, 1] of the subject image"),
-    "rms_contrast": (None, "standard deviation of the luma of the subject image"),
-    "sharpness": (None, "variance of the Laplacian of the luma of the subject image"),
-}
 IMAGE_STATS = ("brightness", "rms_contrast", "sharpness")
 
 
@@ -97,15 +98,16 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
     templates = list(range(spec.evaluation.prompts))
     shots, files = plan_shots(spec, jobs, templates)
 
+    models, unavailable = check_metric_models(spec, device)  # before any image: a bad model fails in seconds
     started = time.perf_counter()
     runs = generate(spec, jobs, shots, device, echo)
     timings["generation"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    scores, diversity, missing = score(spec, jobs, files, templates, references, device, echo)
+    scores, diversity, missing = score(spec, jobs, files, templates, references, device, echo, unavailable)
     timings["metrics"] = time.perf_counter() - started
 
-    per_prompt = aggregate(spec, jobs, files, scores, diversity, templates)
+    per_prompt, per_run = aggregate(spec, jobs, files, scores, diversity, templates)
     metrics = {
         "format": METRICS_FORMAT,
         "experiment": spec.name,
@@ -118,13 +120,15 @@ def evaluate_experiment(spec: ExperimentSpec, jobs: Sequence[ArmJob] | None = No
             "dino": spec.evaluation.dino_model,
             "lpips": spec.evaluation.lpips_net,
         },
+        "metric_models": models,
         "references": [relative(image, spec.output_dir) for image in references],
         "prompts": _prompt_table(spec, jobs, templates),
         "runs": runs,
         "images": _image_records(jobs, files, scores),
         "per_prompt": per_prompt,
+        "per_run": per_run,
         "missing": missing,
-        **statistics(spec, per_prompt, missing),
+        **statistics(spec, per_prompt, per_run, missing),
     }
     path = write_text_atomic(spec.output_dir / METRICS_FILE,
                              json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -198,6 +202,31 @@ def generate(spec: ExperimentSpec, jobs: Sequence[ArmJob], shots: Sequence[Shot]
     return runs
 
 
+def check_metric_models(spec: ExperimentSpec, device: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Load every metric model once, strictly, before generating: their identities, and why any is unavailable."""
+    from .metrics.diversity import LpipsScorer, backbone_checkpoint
+    from .metrics.identity import file_identity, model_identity
+    from .metrics.similarity import ClipScorer, DinoScorer
+
+    ev = spec.evaluation
+    checks: list[tuple[str, str, Callable[[], Any], Callable[[], dict[str, Any]]]] = [
+        ("CLIP", "clip", lambda: ClipScorer.load(ev.clip_model, device="cpu"), lambda: model_identity(ev.clip_model)),
+        ("DINO", "dino", lambda: DinoScorer.load(ev.dino_model, device="cpu"), lambda: model_identity(ev.dino_model)),
+        ("LPIPS", "lpips", lambda: LpipsScorer.load(ev.lpips_net, device="cpu", allow_download=ev.allow_download),
+         lambda: file_identity(f"lpips {ev.lpips_net}", backbone_checkpoint(ev.lpips_net))),
+    ]
+    models, unavailable = {}, {}
+    for label, key, load, identify in checks:
+        try:
+            load()  # the scorer is dropped at once: only its strict load is checked here
+            models[key] = identify()
+        except MetricUnavailableError as error:
+            unavailable[label] = str(error)
+            models[key] = {"name": getattr(ev, f"{key}_model", ev.lpips_net), "unavailable": str(error)}
+        _free_memory()
+    return models, unavailable
+
+
 def score(
     spec: ExperimentSpec,
     jobs: Sequence[ArmJob],
@@ -206,8 +235,12 @@ def score(
     references: Sequence[Path],
     device: str,
     echo: bool,
+    unavailable: dict[str, str] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[tuple[str, int], float], dict[str, str]]:
-    """Per file: CLIP-T, CLIP-I, DINO, image statistics; per (run, template): LPIPS diversity; and what is missing."""
+    """Per file: CLIP-T, CLIP-I, DINO, image statistics; per (run, template): LPIPS diversity; and what is missing.
+
+    ``unavailable`` (stage label -> reason, from ``check_metric_models``) names stages not to attempt.
+    """
     from tqdm import tqdm
 
     from .metrics.diversity import LpipsScorer
@@ -252,6 +285,9 @@ def score(
         ("LPIPS", ("diversity",), lpips),
     ]
     for label, names, run_stage in tqdm(stages, desc="metric models", unit="model", disable=not echo):
+        if label in (unavailable or {}):
+            missing.update({name: f"{label}: {unavailable[label]}" for name in names})  # type: ignore[index]
+            continue
         try:
             run_stage()
         except MetricUnavailableError as error:
@@ -267,81 +303,132 @@ def aggregate(
     scores: dict[str, dict[str, float]],
     diversity: dict[tuple[str, int], float],
     templates: Sequence[int],
-) -> dict[str, dict[str, dict[str, float]]]:
-    """``arm -> metric -> template -> value``: means over training and evaluation seeds (``base``: class_dino)."""
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, dict[str, dict[str, float]]]]]:
+    """Per prompt and per training run.
+
+    ``per_prompt``: ``arm -> metric -> template -> value``, the mean over
+    training and evaluation seeds (``base``: its class_dino). ``per_run``:
+    ``arm -> metric -> training seed -> template -> value``, the mean over
+    evaluation seeds, which the statistics need when training runs are the unit.
+    """
     seeds = spec.evaluation.seeds
 
-    def mean_over(runs: Iterable[str], kind: str, template: int, metric: str) -> float | None:
-        values = [scores[files[(run, kind, template, seed)]].get(metric) for run in runs for seed in seeds]
-        return float(np.mean(values)) if values and None not in values else None
+    def mean_over(run: str, kind: str, template: int, metric: str) -> float | None:
+        values = [scores[files[(run, kind, template, seed)]].get(metric) for seed in seeds]
+        return float(np.mean(values)) if None not in values else None
 
-    result: dict[str, dict[str, dict[str, float]]] = {}
-    base = {EVAL_TEMPLATES[t]: mean_over([BASE_RUN], CLASS, t, "dino") for t in templates}
-    if None not in base.values():
-        result[BASE_RUN] = {"class_dino": base}
+    def complete(values: dict[str, float | None]) -> dict[str, float] | None:
+        return None if None in values.values() else values  # type: ignore[return-value]
+
+    per_run: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    base = complete({EVAL_TEMPLATES[t]: mean_over(BASE_RUN, CLASS, t, "dino") for t in templates})
     for arm in spec.arms:
-        runs = [job.name for job in jobs if job.arm == arm]
-        table: dict[str, dict[str, float]] = {}
-        for metric in ("clip_t", "clip_i", "dino", *IMAGE_STATS):
-            values = {EVAL_TEMPLATES[t]: mean_over(runs, SUBJECT, t, metric) for t in templates}
-            if None not in values.values():
-                table[metric] = values
-        class_dino = {EVAL_TEMPLATES[t]: mean_over(runs, CLASS, t, "dino") for t in templates}
-        if None not in class_dino.values() and BASE_RUN in result:
-            table["class_dino"] = class_dino
-            table["prior_leak"] = {key: class_dino[key] - base[key] for key in class_dino}
-        if all((run, t) in diversity for run in runs for t in templates):
-            table["diversity"] = {EVAL_TEMPLATES[t]: float(np.mean([diversity[(run, t)] for run in runs]))
-                                  for t in templates}
-        result[arm] = table
-    return result
+        table: dict[str, dict[str, dict[str, float]]] = {}
+        for job in (job for job in jobs if job.arm == arm):
+            run: dict[str, dict[str, float] | None] = {
+                metric: complete({EVAL_TEMPLATES[t]: mean_over(job.name, SUBJECT, t, metric) for t in templates})
+                for metric in ("clip_t", "clip_i", "dino", *IMAGE_STATS)}
+            class_dino = complete({EVAL_TEMPLATES[t]: mean_over(job.name, CLASS, t, "dino") for t in templates})
+            if class_dino is not None and base is not None:
+                run["class_dino"] = class_dino
+                run["prior_leak"] = {key: class_dino[key] - base[key] for key in class_dino}
+            if all((job.name, t) in diversity for t in templates):
+                run["diversity"] = {EVAL_TEMPLATES[t]: diversity[(job.name, t)] for t in templates}
+            for metric, values in run.items():
+                if values is not None:
+                    table.setdefault(metric, {})[str(job.training_seed)] = values
+        n_runs = len(spec.training_seeds)
+        per_run[arm] = {metric: runs for metric, runs in table.items() if len(runs) == n_runs}
+    per_prompt: dict[str, dict[str, dict[str, float]]] = {BASE_RUN: {"class_dino": base}} if base else {}
+    for arm, table in per_run.items():
+        per_prompt[arm] = {metric: {key: float(np.mean([values[key] for values in runs.values()]))
+                                    for key in next(iter(runs.values()))} for metric, runs in table.items()}
+    return per_prompt, per_run
+
+
+def unit_values(spec: ExperimentSpec, per_prompt: dict[str, float],
+                per_run: dict[str, dict[str, float]] | None) -> dict[str, float]:
+    """The values the statistics pair: per prompt with one training seed, else per training run (mean over prompts).
+
+    ``per_run`` is None for the base model, which has no training run: its
+    per-prompt mean stands for every training seed.
+    """
+    unit, _ = analysis_unit(spec)
+    if unit == PROMPT_UNIT:
+        return per_prompt
+    if per_run is None:
+        return {f"training seed {seed}": float(np.mean(list(per_prompt.values()))) for seed in spec.training_seeds}
+    return {f"training seed {seed}": float(np.mean(list(values.values()))) for seed, values in per_run.items()}
 
 
 def statistics(spec: ExperimentSpec, per_prompt: dict[str, dict[str, dict[str, float]]],
-               missing: dict[str, str]) -> dict[str, Any]:
-    """Per-arm summaries with bootstrap CIs, arm-vs-baseline comparisons, prior leak and token necessity tests."""
+               per_run: dict[str, dict[str, dict[str, dict[str, float]]]], missing: dict[str, str]) -> dict[str, Any]:
+    """Per-arm summaries with t intervals; every planned comparison, Holm-adjusted within its family."""
     ev = spec.evaluation
+    unit, n_units = analysis_unit(spec)
+    n_runs = len(spec.training_seeds)
 
-    def compare(treatment: dict[str, float], control: dict[str, float], metric: str, names: tuple[str, str],
-                higher_is_better: bool | None) -> dict[str, Any]:
-        result = compare_arms(treatment, control, metric, names[0], names[1],
-                              higher_is_better=higher_is_better is not False, confidence=ev.confidence,
-                              n_resamples=ev.bootstrap_resamples, seed=ev.stats_seed, alpha=ev.alpha).to_dict()
-        result["direction_only"] = higher_is_better is None
-        return result
+    def values(arm: str, metric: str) -> dict[str, float]:
+        return unit_values(spec, per_prompt[arm][metric], per_run.get(arm, {}).get(metric))
+
+    def compare(planned: Planned, treatment: dict[str, float], control: dict[str, float],
+                names: tuple[str, str], higher_is_better: bool | None) -> tuple[Planned, Comparison]:
+        return planned, compare_arms(treatment, control, planned.metric, names[0], names[1], higher_is_better,
+                                     confidence=ev.confidence, n_resamples=ev.permutation_resamples,
+                                     seed=ev.stats_seed, alpha=ev.alpha, unit=unit, n_training_runs=n_runs)
 
     summary: dict[str, dict[str, Any]] = {}
     for arm, table in per_prompt.items():
         summary[arm] = {}
-        for metric, values in table.items():
-            array = np.array([values[key] for key in sorted(values)])
-            low, high = bootstrap_ci(array, ev.confidence, ev.bootstrap_resamples, ev.stats_seed)
-            summary[arm][metric] = {"mean": float(array.mean()), "ci_low": low, "ci_high": high,
-                                    "n_prompts": len(array)}
-    comparisons = []
+        for metric in table:
+            array = np.array([v for _, v in sorted(values(arm, metric).items())])
+            low, high = t_interval(array, ev.confidence)
+            summary[arm][metric] = {"mean": float(array.mean()), "ci_low": low, "ci_high": high, "unit": unit,
+                                    "n_units": len(array), "interval_method": T_INTERVAL}
+    made: list[tuple[Planned, Comparison]] = []
     baseline = per_prompt[BASELINE]
-    for arm in spec.arms:
-        if arm == BASELINE:
-            continue
-        for metric, (higher_is_better, _) in ARM_METRICS.items():
-            if metric in per_prompt[arm] and metric in baseline:
-                comparisons.append(compare(per_prompt[arm][metric], baseline[metric], metric, (arm, BASELINE),
-                                           higher_is_better))
-    prior_leak, necessity = {}, {}
-    for arm in spec.arms:
-        table = per_prompt[arm]
-        if "class_dino" in table:
-            prior_leak[arm] = compare(table["class_dino"], per_prompt[BASE_RUN]["class_dino"], "class_dino",
-                                      (arm, "base model (no adapter)"), False)
-        if arm == BASELINE:
-            necessity[arm] = {"missing": "not applicable: the baseline names the subject with the class phrase "
-                                         "itself, so its prompt with and without the trigger is the same prompt"}
-        elif "dino" in table and "class_dino" in table:
-            necessity[arm] = compare(table["dino"], table["class_dino"], "dino", (f"{arm}: token", f"{arm}: class "
-                                     "phrase"), True)
+    necessity: dict[str, Any] = {}
+    for planned in planned_comparisons(spec):
+        arm, metric, table = planned.arm, planned.metric, per_prompt[planned.arm]
+        if planned.kind == VS_BASELINE and metric in table and metric in baseline:
+            made.append(compare(planned, values(arm, metric), values(BASELINE, metric), (arm, BASELINE),
+                                ARM_METRICS[metric][0]))
+        elif planned.kind == PRIOR_LEAK and "class_dino" in table:
+            made.append(compare(planned, values(arm, "class_dino"), values(BASE_RUN, "class_dino"),
+                                (arm, "base model (no adapter)"), False))
+        elif planned.kind == TOKEN_NECESSITY:
+            if "dino" in table and "class_dino" in table:
+                made.append(compare(planned, values(arm, "dino"), values(arm, "class_dino"),
+                                    (f"{arm}: token", f"{arm}: class phrase"), True))
+            else:
+                necessity[arm] = {"missing": missing.get("token_necessity", "DINO was not measured")}
+    if BASELINE in spec.arms:
+        necessity[BASELINE] = {"missing": "not applicable: the baseline names the subject with the class phrase "
+                                          "itself, so its prompt with and without the trigger is the same prompt"}
+    adjusted: dict[int, Comparison] = {}
+    for family in (PRIMARY, SECONDARY):
+        members = [i for i, (planned, _) in enumerate(made) if planned.family == family]
+        for i, comparison in zip(members, adjust_family([made[i][1] for i in members], family)):
+            adjusted[i] = comparison
+    comparisons, prior_leak = [], {}
+    for i, (planned, _) in enumerate(made):
+        record = adjusted[i].to_dict()
+        if planned.kind == VS_BASELINE:
+            comparisons.append(record)
+        elif planned.kind == PRIOR_LEAK:
+            prior_leak[planned.arm] = record
         else:
-            necessity[arm] = {"missing": missing.get("token_necessity", "DINO was not measured")}
-    return {"summary": summary, "comparisons": comparisons, "prior_leak": prior_leak, "token_necessity": necessity}
+            necessity[planned.arm] = record
+    design = {
+        "unit": unit, "n_units": n_units, "n_training_runs": n_runs, "interval_method": T_INTERVAL,
+        "verdict_test": "permutation", "alpha": ev.alpha,
+        "families": {family: {"adjustment": HOLM,
+                              "comparisons": [f"{p.kind}: {c.treatment} vs {c.control}, {c.metric}"
+                                              for p, c in made if p.family == family]}
+                     for family in (PRIMARY, SECONDARY)},
+    }
+    return {"design": design, "summary": summary, "comparisons": comparisons, "prior_leak": prior_leak,
+            "token_necessity": {arm: necessity[arm] for arm in spec.arms if arm in necessity}}
 
 
 def _load_pipeline(model: str, ev: EvaluationSpec, device: str, lora: Path | None) -> tuple[Any, LoadResult | None]:

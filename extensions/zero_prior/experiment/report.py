@@ -3,8 +3,9 @@
 Numbers are copied from ``metrics.json`` only (nothing is recomputed or
 rounded before it is stored), so the report can never show a number the
 metrics file does not hold. It also says what was *not* measured and why,
-how many prompts the tests had (an exact paired test over n prompts cannot go
-below p = 2 / 2**n), and how each arm's job differs from the baseline's.
+how verdicts are reached (the unit, the training runs behind each verdict, the
+interval, the test, the comparison families and their adjustment, the
+smallest attainable p), and how each arm's job differs from the baseline's.
 
 Grids: rows are the evaluation prompts, columns the arms (first training seed),
 every tile of one grid from the same evaluation seed, so columns differ only
@@ -28,9 +29,11 @@ from ..errors import ExperimentError
 from ..fileio import write_text_atomic
 from .arms import ArmJob, build_arm_jobs, job_differences
 from .captions import EVAL_TEMPLATES
-from .evaluate import ARM_METRICS, BASE_RUN, CLASS, SUBJECT
+from .design import ARM_METRICS, CLASS_DINO, PRIMARY, TOKEN_NECESSITY_DEFINITION
+from .evaluate import BASE_RUN, CLASS, SUBJECT
 from .layout import JOBS_FOLDER, LOG_FILE, METRICS_FILE, REPORT_FILE
 from .spec import BASELINE, ExperimentSpec
+from .stats import EXACT_MAX_N, HOLM, smallest_p
 
 TILE = 256
 LABEL_WIDTH = 240
@@ -138,9 +141,14 @@ def render(spec: ExperimentSpec, jobs: Sequence[ArmJob], metrics: dict[str, Any]
     """The Markdown report."""
     ev = metrics["evaluation"]
     n_prompts = ev["prompts"]
-    lines = [
-        f"# zero-prior experiment: {spec.name}",
-        "",
+    identities = metrics.get("metric_models", {})
+    random = [key.upper() if key != "lpips" else "LPIPS backbone" for key, identity in identities.items()
+              if identity.get("random")]
+    lines = [f"# zero-prior experiment: {spec.name}", ""]
+    if random:
+        lines += [f"**Random metric models ({', '.join(random)}): every score of theirs below is NOT meaningful; "
+                  "this run checks the machinery only.**", ""]
+    lines += [
         f"Base model `{metrics['models']['base']}`; arms {', '.join(spec.arms)}; training seeds "
         f"{', '.join(map(str, spec.training_seeds))}; {n_prompts} held-out prompts x evaluation seeds "
         f"{', '.join(map(str, ev['seeds']))} (the same seeds in every arm); {ev['steps']} sampling steps at "
@@ -155,21 +163,23 @@ def render(spec: ExperimentSpec, jobs: Sequence[ArmJob], metrics: dict[str, Any]
         "| metric | definition | higher is |",
         "|---|---|---|",
     ]
+    measured = {metric for table in metrics["summary"].values() for metric in table}
     for metric, (higher, definition) in ARM_METRICS.items():
-        direction = {True: "better", False: "worse (more leak)", None: "neither (a direction only)"}[higher]
-        lines.append(f"| {metric} | {definition} | {direction} |")
-    lines += ["", f"CLIP `{metrics['models']['clip']}`, DINO `{metrics['models']['dino']}`, LPIPS "
-              f"`{metrics['models']['lpips']}`; references: {len(metrics['references'])} training images."]
+        if metric in measured:
+            direction = {True: "better", False: "worse (more leak)", None: "neither (a direction only)"}[higher]
+            lines.append(f"| {metric} | {definition} | {direction} |")
+    if "class_dino" in measured:
+        lines.append(f"| class_dino | {CLASS_DINO} | worse for an arm than for the base model (identity bleed) |")
+    if any("missing" not in test for test in metrics["token_necessity"].values()):
+        lines.append(f"| token necessity | {TOKEN_NECESSITY_DEFINITION} | better (the token carries the subject) |")
+    lines += ["", f"Protocol `{metrics['evaluation']['protocol']}`: CLIP `{metrics['models']['clip']}`, DINO "
+              f"`{metrics['models']['dino']}`, LPIPS `{metrics['models']['lpips']}` (revisions and weight sha256 in "
+              f"`metrics.json` under `metric_models`); references: {len(metrics['references'])} training images."]
     lines += ["", "### Not measured", ""]
     missing = [f"- {metric}: {reason}" for metric, reason in sorted(metrics["missing"].items())]
     lines += missing or ["- nothing: every metric was computed"]
     lines += [f"- {note}" for note in plot_notes]
-    minimum_p = 2 / 2**n_prompts
-    lines += ["", f"With {n_prompts} prompts the exact paired sign-flip test cannot give p below {minimum_p:.4g}"
-              + (f", so no difference can be claimed at alpha {ev['alpha']}: use more prompts."
-                 if minimum_p >= ev["alpha"] else ".")
-              + f" A difference is claimed only when the {ev['confidence']:.0%} bootstrap interval excludes 0 "
-              f"and the permutation p < {ev['alpha']}."]
+    lines += _design(metrics)
     lines += _summary_table(metrics)
     lines += _comparison_tables(metrics)
     lines += _settings(spec, jobs)
@@ -187,7 +197,8 @@ def _summary_table(metrics: dict[str, Any]) -> list[str]:
     arms = [arm for arm in metrics["arms"] if arm in metrics["summary"]]
     names = sorted({metric for arm in arms for metric in metrics["summary"][arm]},
                    key=lambda m: (list(ARM_METRICS).index(m) if m in ARM_METRICS else len(ARM_METRICS), m))
-    lines = ["", f"## Per arm (mean over prompts, {confidence} bootstrap CI over prompts)", "",
+    unit = metrics["design"]["unit"]
+    lines = ["", f"## Per arm (mean over {unit}s, {confidence} Student t interval of the mean over {unit}s)", "",
              "| metric | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for metric in names:
         cells = []
@@ -202,23 +213,53 @@ def _summary_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _design(metrics: dict[str, Any]) -> list[str]:
+    """How verdicts are reached: the unit, the training runs behind them, the interval, the test, the families."""
+    design, ev = metrics["design"], metrics["evaluation"]
+    unit, n, runs = design["unit"], design["n_units"], design["n_training_runs"]
+    lines = ["", "## How verdicts are reached", ""]
+    if runs == 1:
+        lines.append(f"**One training run per arm.** Every verdict below rests on a single trained LoRA per arm: "
+                     f"the {n} prompts are the unit, so a verdict says how these two trained results differ, not "
+                     "whether the method is better; train several `training_seeds` for a claim about the method.")
+    else:
+        lines.append(f"**{runs} training runs per arm.** The unit is the training run: per training seed, the mean "
+                     "over prompts of each arm's values, paired by seed.")
+    minimum = smallest_p(n, ev["permutation_resamples"])
+    lines += ["", f"- unit of replication: {unit}, n = {n}; training runs behind each verdict: {runs}",
+              f"- interval: {design['interval_method']} ({ev['confidence']:.0%}, n - 1 = {n - 1} degrees of freedom)",
+              f"- test for the verdict: paired permutation (sign-flip) test, "
+              f"{'exact' if n <= EXACT_MAX_N else 'Monte Carlo'}; smallest attainable p {minimum:.4g}; "
+              "Wilcoxon signed-rank (exact distribution, zeros dropped, ties mid-ranked) shown alongside",
+              f"- multiple comparisons: {HOLM} within each family; a direction is claimed only when the interval "
+              f"excludes 0 and the adjusted p < {design['alpha']}"]
+    for family, content in design["families"].items():
+        m = len(content["comparisons"])
+        what = ("the comparisons the experiment is for (zero_prior vs baseline on DINO and CLIP-T)"
+                if family == PRIMARY else "every other comparison")
+        reach = f"smallest attainable adjusted p {min(1.0, m * minimum):.4g}" if m else "empty"
+        lines.append(f"- {family} family ({m}, {content['adjustment']}): {what}; {reach}")
+    return lines
+
+
 def _comparison_tables(metrics: dict[str, Any]) -> list[str]:
-    header = ["| treatment | control | metric | mean difference | CI | permutation p | Wilcoxon p | verdict |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines = ["", f"## Each arm against {BASELINE} (paired by prompt)", ""]
+    header = ["| treatment | control | metric | mean difference | CI | permutation p | family | adjusted p | "
+              "Wilcoxon p | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["", f"## Each arm against {BASELINE} (paired by {metrics['design']['unit']})", ""]
     if metrics["comparisons"]:
         lines += header + [_comparison_row(c) for c in metrics["comparisons"]]
     else:
         lines.append("No comparison: only the baseline was evaluated, or its metrics are missing.")
-    lines += ["", "## Prior leak: class prompts (no token), arm vs. the base model", "",
-              "Higher DINO similarity to the subject with the adapter than without it means the subject leaks into "
-              "the class (verdict 'worse').", ""]
+    lines += ["", "## Identity bleed (prior leak): class prompts (no token), arm vs. the base model", "",
+              f"class_dino: {CLASS_DINO}. Higher with the adapter than without it means the subject leaks into the "
+              "class (verdict 'worse').", ""]
     leaks = [metrics["prior_leak"][arm] for arm in metrics["arms"] if arm in metrics["prior_leak"]]
     if leaks:
         lines += header + [_comparison_row(c) for c in leaks]
     else:
         lines.append(f"Not measured: {metrics['missing'].get('prior_leak', 'DINO was not measured')}")
-    lines += ["", "## Token necessity: DINO with the arm's token vs. the class phrase, same arm and seeds", ""]
+    lines += ["", "## Token necessity: DINO with the arm's token vs. the class phrase, same arm and seeds", "",
+              f"Token necessity: {TOKEN_NECESSITY_DEFINITION}.", ""]
     necessity = metrics["token_necessity"]
     tests = [necessity[arm] for arm in metrics["arms"] if "missing" not in necessity[arm]]
     if tests:
@@ -229,16 +270,14 @@ def _comparison_tables(metrics: dict[str, Any]) -> list[str]:
 
 def _comparison_row(c: dict[str, Any]) -> str:
     tests = {t["name"]: t for t in c["tests"]}
-    label = c["verdict"]["label"]
-    if c.get("direction_only") and label != "no clear difference":
-        label = "higher" if c["ci_low"] > 0 else "lower"
 
     def p(name: str) -> str:
         test = tests.get(name, {})
         return f"{test['p_value']:.4g}" if test.get("p_value") is not None else f"— ({test.get('missing', 'not run')})"
 
     return (f"| {c['treatment']} | {c['control']} | {c['metric']} | {c['mean_difference']:.4g} | "
-            f"[{c['ci_low']:.4g}, {c['ci_high']:.4g}] | {p('permutation')} | {p('wilcoxon')} | {label} |")
+            f"[{c['ci_low']:.4g}, {c['ci_high']:.4g}] | {p('permutation')} | {c['family']} | {c['adjusted_p']:.4g} | "
+            f"{p('wilcoxon')} | {c['verdict']['label']} |")
 
 
 def _settings(spec: ExperimentSpec, jobs: Sequence[ArmJob]) -> list[str]:

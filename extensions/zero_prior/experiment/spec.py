@@ -12,7 +12,7 @@ out-of-range value is a ``ConfigError`` that names the full key
       arms: [baseline, zero_prior, rare_word, word_init, token_only]
       training_seeds: [42]
       subject: {class: person}
-      evaluation: {prompts: 8, seeds: [0, 1, 2, 3], steps: 30}
+      evaluation: {prompts: 25, seeds: [0, 1, 2, 3], steps: 30}
 
 ``${NAME}`` fields anywhere in the experiment file and in the base job are
 filled from ``values`` (the CLI passes the environment and ``--set NAME=VALUE``);
@@ -35,10 +35,10 @@ from ..aitk.facts import PROCESS_TYPE
 from ..errors import ConfigError
 from ..yaml_reader import Block, fill_fields
 from .captions import EVAL_TEMPLATES, SUBJECT_PHRASES
-from .metrics import DEFAULT_CLIP, DEFAULT_DINO
+from .metrics import DEFAULT_CLIP, DEFAULT_DINO, PROTOCOLS
 
 BASELINE = "baseline"
-ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only")
+ARMS = (BASELINE, "zero_prior", "rare_word", "word_init", "token_only", "zero_prior_dop", "baseline_dop")
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 OFFLOAD_MODES = ("none", "model", "sequential")
 RUNS_FOLDER = "runs"
@@ -76,12 +76,13 @@ class EvaluationSpec:
     lora_scale: float = 1.0
     device: str | None = None
     offload: str = "none"  # none | model | sequential (diffusers CPU offload for GPUs smaller than the model)
+    protocol: str = "dinov2"  # metrics.PROTOCOLS: the default CLIP and DINO models; either can be overridden
     clip_model: str = DEFAULT_CLIP
     dino_model: str = DEFAULT_DINO
     lpips_net: str = "alex"
     allow_download: bool = False
     confidence: float = 0.95
-    bootstrap_resamples: int = 10_000
+    permutation_resamples: int = 10_000  # Monte Carlo sign flips when there are more than 16 units
     alpha: float = 0.05
     stats_seed: int = 0
 
@@ -193,10 +194,13 @@ def _evaluation(raw: Any) -> EvaluationSpec:
     offload = block.string("offload", defaults.offload)
     if offload not in OFFLOAD_MODES:
         raise ConfigError(f"experiment.evaluation.offload {offload!r}: choose one of {', '.join(OFFLOAD_MODES)}")
+    protocol = block.string("protocol", defaults.protocol)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"experiment.evaluation.protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     if lpips_net not in LPIPS_NETS:
         raise ConfigError(f"experiment.evaluation.lpips_net {lpips_net!r}: choose one of {', '.join(LPIPS_NETS)}")
     return EvaluationSpec(
-        # The paired tests and the bootstrap need at least two prompts.
+        # The paired tests and the interval need at least two prompts.
         prompts=block.integer("prompts", defaults.prompts, minimum=2, maximum=len(EVAL_TEMPLATES)),
         seeds=seeds,
         steps=block.integer("steps", defaults.steps, minimum=1),
@@ -207,12 +211,13 @@ def _evaluation(raw: Any) -> EvaluationSpec:
         lora_scale=block.number("lora_scale", defaults.lora_scale, minimum=0.0),
         device=block.string("device", None),
         offload=offload,
-        clip_model=block.string("clip_model", defaults.clip_model),
-        dino_model=block.string("dino_model", defaults.dino_model),
+        protocol=protocol,
+        clip_model=block.string("clip_model", PROTOCOLS[protocol]["clip_model"]),
+        dino_model=block.string("dino_model", PROTOCOLS[protocol]["dino_model"]),
         lpips_net=lpips_net,
         allow_download=block.boolean("allow_download", defaults.allow_download),
         confidence=block.number("confidence", defaults.confidence, minimum=0.5, maximum=0.999),
-        bootstrap_resamples=block.integer("bootstrap_resamples", defaults.bootstrap_resamples, minimum=100),
+        permutation_resamples=block.integer("permutation_resamples", defaults.permutation_resamples, minimum=100),
         alpha=block.number("alpha", defaults.alpha, minimum=0.0001, maximum=0.5),
         stats_seed=block.integer("stats_seed", defaults.stats_seed, minimum=0),
     )

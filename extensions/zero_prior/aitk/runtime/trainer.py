@@ -16,6 +16,8 @@ returns to the parent untouched. With ``true``, the trainer
   span of each ``train_single_accumulation`` (it is read nowhere else during
   a step, and the text encoder was never made trainable by it), and the model
   class (``models.qwen_image.QwenImageZeroPriorModel``) keeps the embeddings attached;
+- with ``train.diff_output_preservation`` encodes the preservation prompts
+  (the class in place of the token) without gradient (``preservation``);
 - encodes training prompts through a ``PrefixCache`` (``placeholder.prefix_cache``):
   the positions before the token are computed once per prefix, without gradient;
 - at ``placeholder.stop_step`` pivots (``pivot``): the vector freezes, every
@@ -67,6 +69,7 @@ from ..preflight import check_datasets, check_token
 from ..settings import effective_config, read_settings
 from .models.placeholder_model import PlaceholderModelMixin
 from .pivot import encode_once, training_captions
+from .preservation import preservation_embeds
 
 NEAREST_TOKENS = 5
 OPTIMIZER_FILE = "optimizer.pt"  # BaseSDTrainProcess.save / run
@@ -218,7 +221,8 @@ class ZeroPriorTrainer(SDTrainer):
         # SDTrainer encodes prompts with gradient only while this is set; nothing else reads it during a step.
         self.train_config.train_text_encoder = True
         try:
-            return super().train_single_accumulation(batch)
+            with preservation_embeds(self, batch):  # SDTrainer sets them only on its branch without gradient
+                return super().train_single_accumulation(batch)
         finally:
             self.train_config.train_text_encoder = False
 

@@ -12,3 +12,10 @@ default model names below are all it defines.
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 DEFAULT_DINO = "facebook/dinov2-base"
+
+# Named metric-model protocols: ``dreambooth`` is the DreamBooth paper's DINO ViT-S/16 for subject
+# fidelity (its DINO numbers are comparable only with this one); ``dinov2`` the default.
+PROTOCOLS = {
+    "dinov2": {"clip_model": DEFAULT_CLIP, "dino_model": DEFAULT_DINO},
+    "dreambooth": {"clip_model": DEFAULT_CLIP, "dino_model": "facebook/dino-vits16"},
+}

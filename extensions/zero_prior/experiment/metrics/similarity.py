@@ -11,8 +11,10 @@ the numbers in a report can be recomputed from the definitions here:
   DINO features follow identity and shape more than CLIP's do, which is why
   DreamBooth-style evaluations use them for subject fidelity.
 
-Models are loaded by hub name or local folder with transformers; a model that
-cannot be loaded raises ``MetricUnavailableError`` with the reason.
+Models are loaded by hub name or local folder with transformers, strictly: a
+model that cannot be loaded, or whose checkpoint lacks weights the model needs
+(a CLIP without its text tower) or holds others, raises
+``MetricUnavailableError`` with the reason instead of scoring with random weights.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ...devices import default_device
 from ...errors import MetricInputError, MetricUnavailableError
 from . import DEFAULT_CLIP, DEFAULT_DINO
 from .images import PilOrPath, open_rgb
+
+DINO_MODEL_TYPES = ("dinov2", "dinov2_with_registers", "vit")
 
 
 def mean_cosine(embeddings: torch.Tensor, references: torch.Tensor) -> list[float]:
@@ -52,13 +56,21 @@ class _Scorer:
 
     @classmethod
     def _load(cls, model_class: Any, processor_class: Any, name_or_path: str | os.PathLike[str],
-              device: str | None, dtype: torch.dtype, batch_size: int) -> Any:
+              device: str | None, dtype: torch.dtype, batch_size: int, **model_kwargs: Any) -> Any:
+        """Load strictly: any missing, unexpected or mismatched weight makes the metric unavailable."""
         name = str(name_or_path)
         try:
-            model = model_class.from_pretrained(name, dtype=dtype)
+            model, info = model_class.from_pretrained(name, dtype=dtype, output_loading_info=True, **model_kwargs)
             processor = processor_class.from_pretrained(name)
         except (OSError, ValueError) as error:  # missing files, offline hub; no model_type in config.json
             raise MetricUnavailableError(_load_failure(cls.kind, name, error)) from error
+        problems = [f"{len(info[key])} {label} weight(s) (e.g. {', '.join(sorted(map(str, info[key]))[:3])})"
+                    for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
+                                       ("mismatched_keys", "size-mismatched")) if info.get(key)]
+        if problems:
+            raise MetricUnavailableError(
+                f"{cls.kind} model {name!r} does not match {type(model).__name__}: {'; '.join(problems)}; those "
+                "weights would be random, so no score is computed; give a complete checkpoint of that model")
         return cls(model, processor, name, default_device(device), batch_size)
 
     def _image_rows(
@@ -145,10 +157,25 @@ class DinoScorer(_Scorer):
         dtype: torch.dtype = torch.float32,
         batch_size: int = 16,
     ) -> DinoScorer:
-        """Load ``AutoModel`` and ``AutoImageProcessor`` from a hub name or a local folder."""
-        from transformers import AutoImageProcessor, AutoModel
+        """Load a DINOv2 (``Dinov2Model``) or a DINO ViT (``ViTModel`` without pooler) and its image processor.
 
-        return cls._load(AutoModel, AutoImageProcessor, name_or_path, device, dtype, batch_size)
+        Any other model type (a CLIP folder given as DINO, for example) is
+        refused before a single image is scored.
+        """
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, ViTModel
+
+        name = str(name_or_path)
+        try:
+            model_type = AutoConfig.from_pretrained(name).model_type
+        except (OSError, ValueError) as error:
+            raise MetricUnavailableError(_load_failure(cls.kind, name, error)) from error
+        if model_type not in DINO_MODEL_TYPES:
+            raise MetricUnavailableError(
+                f"DINO model {name!r} is a {model_type!r} model; give a DINO ViT (e.g. facebook/dino-vits16) or a "
+                f"DINOv2 (e.g. facebook/dinov2-base) model ({', '.join(DINO_MODEL_TYPES)})")
+        if model_type == "vit":  # DINO ViT checkpoints hold no pooler; the CLS token needs none
+            return cls._load(ViTModel, AutoImageProcessor, name, device, dtype, batch_size, add_pooling_layer=False)
+        return cls._load(AutoModel, AutoImageProcessor, name, device, dtype, batch_size)
 
     @torch.inference_mode()
     def embeddings(self, images: Sequence[PilOrPath]) -> torch.Tensor:
