@@ -341,6 +341,7 @@ def ai_toolkit(ai_toolkit_checkout: Path) -> Path:
     return ai_toolkit_checkout
 
 
+@pytest.mark.long  # four arms, four run.py starts: the second pass of the test command
 def test_tiny_experiment_end_to_end_through_ai_toolkit(
     ai_toolkit: Path, tiny_pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
