@@ -29,8 +29,8 @@ every override below returns to the parent untouched. With ``true``, the trainer
   pivoting right away when the resumed step is past ``stop_step``;
 - logs the vector's norm, gradient norm, cosine to its start and nearest
   vocabulary tokens every ``logging.log_every`` steps (so the UI's Loss Graph
-  plots them when ``logging.use_ui_logger`` is on), and rewrites the UI's
-  Plugin tab page (``plugin_page``) with them, the pivot and the encoder check;
+  plots them when ``logging.use_ui_logger`` is on) and, in a UI job, rewrites
+  the UI's Plugin tab page (``plugin_page``) with them, the pivot and the encoder check;
 - reports a config it refuses before the model loads to the UI's job row
   (``ui_job``), since the base that writes the row does not exist yet;
 - on several GPUs (``accelerate launch run.py``): starts every rank from rank
@@ -441,8 +441,11 @@ class ZeroPriorTrainer(DiffusionTrainer):
             health.text_encoder_unchanged = (self.step_num, sha256 == self._text_encoder_sha256)
 
     def _write_plugin_page(self) -> None:
-        """Rewrite the UI's Plugin tab page (rank 0); a failed write warns and training goes on."""
-        if not self.accelerator.is_main_process:
+        """Rewrite the UI's Plugin tab page (UI jobs, rank 0); a failed write warns and training goes on.
+
+        Only for a UI job (the base's ``is_ui_trainer``): from the command line the folder holds what it always held.
+        """
+        if not (self.is_ui_trainer and self.accelerator.is_main_process):
             return
         try:
             write_plugin_page(self.save_root, self._health)
