@@ -202,6 +202,7 @@ class ZeroPriorTrainer(DiffusionTrainer):
             )
             self._trained = [param for group in self.params for param in group["params"]]
             broadcast_from_main(self._trained)
+            self._write_plugin_page()  # a page left by an earlier start of the job shows this run from now on
         if self._pivot_due():  # resumed past stop_step: the restored vector is the frozen one
             self._pivot_on_every_rank()
 
