@@ -17,8 +17,10 @@ from __future__ import annotations
 import html
 import json
 import re
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +169,12 @@ def test_started_again_it_resumes_the_saved_vector_and_completes(ui_runs: UiRuns
 
 
 def test_the_loss_graph_gets_the_placeholder_metrics(ui_runs: UiRuns) -> None:
-    curves = read_step_log(ui_runs.save_root / "loss_log.db")
+    database = ui_runs.save_root / "loss_log.db"
+    with closing(sqlite3.connect(database)) as connection:  # the series the Loss Graph lists
+        keys = [key for (key,) in connection.execute("SELECT key FROM metric_keys ORDER BY key")]
+    assert [key for key in keys if key.startswith("placeholder/")] == \
+        [f"placeholder/{TOKEN}/{metric}" for metric in ("cosine_to_initial", "grad_norm", "norm")]  # no text
+    curves = read_step_log(database)
     for metric in ("norm", "grad_norm", "cosine_to_initial"):
         steps = [step for step, _ in curves[f"placeholder/{TOKEN}/{metric}"]]
         assert steps[-1] == STEPS - 1 and len(steps) >= STEPS - 3, (metric, steps)

@@ -424,7 +424,8 @@ class ZeroPriorTrainer(DiffusionTrainer):
                 }
                 nearest = ", ".join(f"{text!r} {score:.3f}" for text, score in stats["nearest_tokens"][index])
                 self.additional_logs.update(scalars)
-                self.additional_logs[f"{key}/nearest_tokens"] = nearest
+                if not self.is_ui_trainer:  # the UI's Loss Graph would list text as a series it cannot plot
+                    self.additional_logs[f"{key}/nearest_tokens"] = nearest
                 if self.writer is not None:
                     for name, value in scalars.items():
                         self.writer.add_scalar(name, value, self.step_num)
