@@ -6,6 +6,7 @@ The same cases run through ai-toolkit's real ``run.py`` in ``test_aitk_run.py``.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +60,26 @@ def test_24gb_example_passes_the_rules_and_pivots() -> None:
     settings = read_settings(config["process"][0], 0)
     assert settings.enabled and settings.placeholder.prefix_cache
     assert 0 < settings.pivot_step < config["process"][0]["train"]["steps"]
+
+
+def test_ui_examples_are_zero_prior_yaml_as_the_ui_imports_it() -> None:
+    """``zero_prior_ui.{yaml,json}``: one job, what the UI's Import keeps (``ui/src/app/jobs/new/page.tsx``)."""
+    examples = REPO / "config_examples"
+    job = yaml.safe_load((examples / "zero_prior_ui.yaml").read_text())
+    assert json.loads((examples / "zero_prior_ui.json").read_text()) == job
+    process = job["config"]["process"][0]
+    # The import sets these four and turns sample.prompts into sample.samples; the logging block it keeps.
+    process.update(sqlite_db_path="./aitk_db.db", training_folder="/ui/output", device="cuda",
+                   performance_log_every=10)
+    assert process["type"] == "zero_prior_trainer" and "prompts" not in process["sample"]
+    assert process["logging"] == {"log_every": 1, "use_ui_logger": True}
+    assert read_settings(process, 0).enabled
+    cli = yaml.safe_load((examples / "zero_prior.yaml").read_text())["config"]["process"][0]
+    for section in ("placeholder", "network", "save", "datasets", "model"):
+        assert process[section] == cli[section], section
+    assert [s["prompt"] for s in process["sample"]["samples"]] == cli["sample"]["prompts"]
+    assert {k: v for k, v in process["train"].items() if k != "lr"} == \
+        {k: v for k, v in cli["train"].items() if k != "lr"}
 
 
 # A real-weights example per family beyond Qwen-Image: (file, family name).

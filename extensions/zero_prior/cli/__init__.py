@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 
 # Subcommand modules, in the order the data path runs.
-SUBCOMMANDS = ("demo", "tiny_model", "install", "captions", "inspect", "generate", "export", "experiment", "evaluate",
-               "metric_models")
+SUBCOMMANDS = ("demo", "tiny_model", "install", "captions", "inspect", "generate", "export", "merge", "experiment",
+               "evaluate", "metric_models")
 
 
 def build_parser() -> argparse.ArgumentParser:

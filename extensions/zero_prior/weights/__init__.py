@@ -3,5 +3,6 @@
 - ``format``: the LoRA ``.safetensors`` whose metadata carries the placeholder record (never touches a model);
 - ``package``: a ``weights.zip`` or exported folder around one such file, and its ``meta.json``;
 - ``loader``: ``load_zero_prior`` applies a file to a diffusers pipeline, all checks before any change;
-- ``export``: the file as a Cog ``weights.zip``, for ComfyUI, or in diffusers' own key format.
+- ``export``: the file as a Cog ``weights.zip``, for ComfyUI, or in diffusers' own key format;
+- ``merge``: several LoRA files merged exactly into one that keeps the (one) placeholder record.
 """

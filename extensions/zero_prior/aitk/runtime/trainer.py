@@ -1,8 +1,11 @@
-"""``ZeroPriorTrainer``: ai-toolkit's SD trainer, plus a brand-new placeholder token trained with the LoRA.
+"""``ZeroPriorTrainer``: ai-toolkit's diffusion trainer, plus a brand-new placeholder token trained with the LoRA.
 
-``type: zero_prior_trainer`` with ``train.train_placeholder_token: false`` is
-exactly ai-toolkit's ``sd_trainer`` (the baseline): every override below
-returns to the parent untouched. With ``true``, the trainer
+The base is ``DiffusionTrainer`` (the UI's ``diffusion_trainer``, an
+``SDTrainer`` that, run from ai-toolkit's web UI, keeps the UI's job row up to
+date and honours its Stop / Save now / Sample now; from the command line it is
+``SDTrainer``). ``type: zero_prior_trainer`` with
+``train.train_placeholder_token: false`` is exactly that base (the baseline):
+every override below returns to the parent untouched. With ``true``, the trainer
 
 - checks the config, the dataset folders and the token in the model's own
   tokenizer before anything is loaded or written (``settings``, ``preflight``),
@@ -27,7 +30,11 @@ returns to the parent untouched. With ``true``, the trainer
   once past it) and restores it bit-exactly when ai-toolkit resumes from one,
   pivoting right away when the resumed step is past ``stop_step``;
 - logs the vector's norm, gradient norm, cosine to its start and nearest
-  vocabulary tokens every ``logging.log_every`` steps;
+  vocabulary tokens every ``logging.log_every`` steps (so the UI's Loss Graph
+  plots them when ``logging.use_ui_logger`` is on) and, in a UI job, rewrites
+  the UI's Plugin tab page (``plugin_page``) with them, the pivot and the encoder check;
+- reports a config it refuses before the model loads to the UI's job row
+  (``ui_job``), since the base that writes the row does not exist yet;
 - on several GPUs (``accelerate launch run.py``): starts every rank from rank
   0's LoRA, vector and step, and averages the LoRA's and the vector's
   gradients after every backward (``distributed``), since ai-toolkit's DDP
@@ -43,14 +50,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from extensions_built_in.sd_trainer.SDTrainer import SDTrainer
+from extensions_built_in.sd_trainer.DiffusionTrainer import DiffusionTrainer
 from toolkit.basic import flush
 from toolkit.memory_management.manager_modules import sync_grad_transfers
 from toolkit.print import print_acc
 from toolkit.unloader import unload_text_encoder
 from tqdm import tqdm
 
-from ...errors import AiToolkitError, PlaceholderError, TrainingError
+from ...errors import AiToolkitError, PlaceholderError, TrainingError, ZeroPriorError
 from ...fileio import remove_stale_temps
 from ...placeholder.prepare import add_placeholders
 from ...placeholder.splice import PlaceholderEmbedding
@@ -65,8 +72,10 @@ from ...training.distributed import (
 from ...training.prefix_cache import PrefixCache
 from ...weights.format import ZeroPriorRecord, read_zero_prior, to_record, vector_sha256
 from ..checkpoints import ConfigSnapshot, atomic_torch_save, optimizer_state_unreadable
+from ..plugin_page import TokenHealth, write_plugin_page
 from ..preflight import check_datasets, check_token
 from ..settings import effective_config, read_settings
+from ..ui_job import record_refusal
 from .models.placeholder_model import PlaceholderModelMixin
 from .pivot import encode_once, training_captions
 from .preservation import preservation_embeds
@@ -75,19 +84,23 @@ NEAREST_TOKENS = 5
 OPTIMIZER_FILE = "optimizer.pt"  # BaseSDTrainProcess.save / run
 
 
-class ZeroPriorTrainer(SDTrainer):
+class ZeroPriorTrainer(DiffusionTrainer):
     """ai-toolkit process ``zero_prior_trainer``; see the module docstring."""
 
     def __init__(self, process_id: int, job: Any, config: OrderedDict, **kwargs: Any) -> None:
         # Before SDTrainer.__init__: it creates the output folder, writes config.yaml and copies trigger_word
         # into the datasets.
-        self.zero_prior = read_settings(config, process_id)
-        check_datasets(config, self.zero_prior.path)
-        if self.zero_prior.enabled:
-            note = check_token(config, self.zero_prior)
-            if note:
-                print_acc(note)
-            config = effective_config(config, self.zero_prior)
+        try:
+            self.zero_prior = read_settings(config, process_id)
+            check_datasets(config, self.zero_prior.path)
+            if self.zero_prior.enabled:
+                note = check_token(config, self.zero_prior)
+                if note:
+                    print_acc(note)
+                config = effective_config(config, self.zero_prior)
+        except ZeroPriorError as error:
+            record_refusal(config, str(error))
+            raise
         folder = config.get("training_folder", getattr(job, "training_folder", None)) or ""
         self._config_before = ConfigSnapshot(os.path.join(folder, config.get("name", job.name)))
         super().__init__(process_id, job, config, **kwargs)
@@ -100,6 +113,7 @@ class ZeroPriorTrainer(SDTrainer):
         self._text_encoder_sha256_at_pivot = ""
         self._grad_norms: dict[str, torch.Tensor] = {}
         self._trained: list[torch.Tensor] = []
+        self._health: list[TokenHealth] = []
 
     def hook_after_model_load(self) -> None:
         super().hook_after_model_load()
@@ -124,6 +138,10 @@ class ZeroPriorTrainer(SDTrainer):
         if self.zero_prior.prefix_cache:
             ids = [i for placeholder in self.placeholders for i in placeholder.registered.token_ids]
             self.sd.prefix_cache = PrefixCache(self.sd.text_encoder[0], tokenizer, ids, family=family)
+        self._health = [
+            TokenHealth(p.registered.token, list(p.registered.token_ids), self.zero_prior.placeholder.init,
+                        self.zero_prior.placeholder.verify_text_encoder) for p in self.placeholders
+        ]
         for placeholder in self.placeholders:
             registered = placeholder.registered
             print_acc(
@@ -143,6 +161,10 @@ class ZeroPriorTrainer(SDTrainer):
         """ai-toolkit's save, with its ``optimizer.pt`` written atomically (a kill mid-write keeps the last one)."""
         with atomic_torch_save(os.path.join(self.save_root, OPTIMIZER_FILE)):
             super().save(step)
+        if self._health:
+            for health in self._health:
+                health.last_save_step = self.step_num
+            self._write_plugin_page()
 
     @contextmanager
     def _config_kept_on_refusal(self) -> Iterator[None]:
@@ -183,6 +205,7 @@ class ZeroPriorTrainer(SDTrainer):
             )
             self._trained = [param for group in self.params for param in group["params"]]
             broadcast_from_main(self._trained)
+            self._write_plugin_page()  # a page left by an earlier start of the job shows this run from now on
         if self._pivot_due():  # resumed past stop_step: the restored vector is the frozen one
             self._pivot_on_every_rank()
 
@@ -253,6 +276,10 @@ class ZeroPriorTrainer(SDTrainer):
             self._log_placeholders()
         if self.zero_prior.placeholder.verify_text_encoder:
             self._text_encoder_sha256_at_pivot = module_sha256(self.sd.text_encoder[0])
+            self._note_encoder_check(self._text_encoder_sha256_at_pivot)
+        for health in self._health:
+            health.pivot_step = self.step_num
+        self._write_plugin_page()
         self.sd.prefix_cache = None  # its key/value tensors live on the training device
         self.sd.text_encoder_to(self.device_torch)
         loaders = [loader for loader in (self.data_loader, self.data_loader_reg) if loader is not None]
@@ -309,6 +336,7 @@ class ZeroPriorTrainer(SDTrainer):
         if self.zero_prior.placeholder.verify_text_encoder:
             if frozen is None:
                 now = {"at_save": module_sha256(self.sd.text_encoder[0])}
+                self._note_encoder_check(now["at_save"])
             else:  # unloaded at the pivot; its hash was taken just before
                 now = {"at_pivot": self._text_encoder_sha256_at_pivot}
             extra["text_encoder_sha256"] = {"start": self._text_encoder_sha256, **now}
@@ -386,9 +414,10 @@ class ZeroPriorTrainer(SDTrainer):
     def _log_placeholders(self) -> None:
         weight = self.sd.text_encoder[0].get_input_embeddings().weight
         tokenizer = self.sd.tokenizer[0]
-        for placeholder in self.placeholders:
+        for placeholder, health in zip(self.placeholders, self._health, strict=True):
             stats = placeholder_stats(placeholder, weight, tokenizer, self.tokenizer_length, NEAREST_TOKENS)
             token = placeholder.registered.token
+            health.add_log_step(self.step_num, stats["norm"], [repr(text) for text, _ in stats["nearest_tokens"][0]])
             grad_norms = self._grad_norms.get(token)
             for index in range(placeholder.registered.num_vectors):
                 key = f"placeholder/{token}" + (f"/{index}" if placeholder.registered.num_vectors > 1 else "")
@@ -399,7 +428,8 @@ class ZeroPriorTrainer(SDTrainer):
                 }
                 nearest = ", ".join(f"{text!r} {score:.3f}" for text, score in stats["nearest_tokens"][index])
                 self.additional_logs.update(scalars)
-                self.additional_logs[f"{key}/nearest_tokens"] = nearest
+                if not self.is_ui_trainer:  # the UI's Loss Graph would list text as a series it cannot plot
+                    self.additional_logs[f"{key}/nearest_tokens"] = nearest
                 if self.writer is not None:
                     for name, value in scalars.items():
                         self.writer.add_scalar(name, value, self.step_num)
@@ -409,3 +439,21 @@ class ZeroPriorTrainer(SDTrainer):
                     f"grad_norm {scalars[f'{key}/grad_norm']:.3g} "
                     f"cosine_to_initial {scalars[f'{key}/cosine_to_initial']:.3f} nearest {nearest}"
                 )
+        self._write_plugin_page()
+
+    def _note_encoder_check(self, sha256: str) -> None:
+        """The page shows the latest text-encoder check against the start (``verify_text_encoder``)."""
+        for health in self._health:
+            health.text_encoder_unchanged = (self.step_num, sha256 == self._text_encoder_sha256)
+
+    def _write_plugin_page(self) -> None:
+        """Rewrite the UI's Plugin tab page (UI jobs, rank 0); a failed write warns and training goes on.
+
+        Only for a UI job (the base's ``is_ui_trainer``): from the command line the folder holds what it always held.
+        """
+        if not (self.is_ui_trainer and self.accelerator.is_main_process):
+            return
+        try:
+            write_plugin_page(self.save_root, self._health)
+        except OSError as error:
+            print_acc(f"zero-prior: WARNING: could not write {os.path.join(self.save_root, 'plugin.html')}: {error}")
