@@ -1,0 +1,84 @@
+"""FLUX.2 [klein] (4B, 9B): a Qwen3 text encoder whose layers 9, 18 and 27 are stacked into the prompt embedding.
+
+diffusers' ``Flux2KleinPipeline`` renders each prompt with the tokenizer's chat
+template (one user message, generation prompt, thinking off), which gives
+``<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n
+</think>\\n\\n``; it keeps every position (``drop_idx`` 0), pads to 512 tokens
+and concatenates the hidden states after decoder layers 9, 18 and 27 along
+the feature axis (three times the encoder width). A placeholder must stay one
+id inside that text. The 4B model's encoder is Qwen3-4B (width 2560), the 9B
+model's Qwen3-8B (width 4096); one family covers both, and the loader's
+hidden-size check keeps a 4B file off a 9B pipeline.
+
+Training through ai-toolkit (``flux2_klein_4b`` / ``flux2_klein_9b``) is refused
+for now (``training_refusal``): ai-toolkit runs its own FLUX.2 transformer and
+autoencoder (not diffusers'), built at the full published sizes from BFL
+single files, with the text encoder read from a fixed hub repo, so neither a
+tiny test bed nor zero-prior's subclass could be tested through ``run.py`` yet.
+Loading a zero-prior file into ``Flux2KleinPipeline`` works like any family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .family import ModelFamily
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# What the tokenizer's chat template renders for Flux2KleinPipeline._get_qwen3_prompt_embeds (enable_thinking
+# False; checked by tests/test_models.py).
+PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+# diffusers' Flux2KleinPipeline max_sequence_length (the template counts).
+MAX_LENGTH = 512
+# ai-toolkit's Flux2Klein4BModel / Flux2Klein9BModel.flux2_klein_te_path: the encoder and tokenizer repo per arch.
+AITK_TEXT_ENCODERS = {"flux2_klein_4b": "Qwen/Qwen3-4B", "flux2_klein_9b": "Qwen/Qwen3-8B"}
+
+
+class Flux2KleinFamily(ModelFamily):
+    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``."""
+
+    def aitk_tokenizer_source(self, model: Mapping[str, Any]) -> tuple[str, str]:
+        # ai-toolkit loads Qwen2Tokenizer from the arch's fixed hub repo, whatever name_or_path is.
+        arch = str(model.get("arch", self.aitk_arch)).split(":")[0]
+        return AITK_TEXT_ENCODERS.get(arch, AITK_TEXT_ENCODERS[self.aitk_arch]), ""
+
+    def negative_prompt_arguments(self, pipe: Any, negative_prompt: str | None) -> dict[str, Any]:
+        # Flux2KleinPipeline takes no negative prompt text (it guides against ""), only its embeddings.
+        import torch
+
+        if negative_prompt is None:
+            return {}
+        with torch.no_grad():
+            embeds, _ = pipe.encode_prompt(negative_prompt, device=pipe._execution_device)
+        return {"negative_prompt_embeds": embeds}
+
+    def training_refusal(self) -> str | None:
+        return ("ai-toolkit trains FLUX.2 [klein] with its own transformer and autoencoder at the published sizes "
+                "(from BFL single files) and its text encoder from a fixed hub repo, and zero-prior's subclass for "
+                "them is not built and tested through run.py yet; train the LoRA with "
+                "train_placeholder_token: false, or train the token on Qwen-Image or Z-Image")
+
+    def prefix_cache_refusal(self) -> str | None:
+        return ("the prefix cache builds Qwen-Image's last-layer encoder output; FLUX.2 [klein] stacks three "
+                "intermediate layers, which it does not build")
+
+    def decoder(self, text_encoder: nn.Module) -> nn.Module:
+        return text_encoder.model
+
+
+FLUX2_KLEIN = Flux2KleinFamily(
+    name="flux2_klein",
+    label="FLUX.2 [klein]",
+    aitk_arch="flux2_klein_4b",
+    zero_prior_arch="flux2_klein_zero_prior",
+    pipeline_class="Flux2KleinPipeline",
+    pipeline_classes=("Flux2KleinPipeline",),
+    prompt_template=PROMPT_TEMPLATE,
+    drop_idx=0,
+    max_length=MAX_LENGTH,
+    cfg_argument="guidance_scale",
+    other_aitk_archs=("flux2_klein_9b",),
+)
