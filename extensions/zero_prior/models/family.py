@@ -67,6 +67,10 @@ class ModelFamily:
         """The pipeline call arguments that carry ``negative_prompt`` (used when guidance is above 1)."""
         return {"negative_prompt": negative_prompt}
 
+    def lora_refusal(self, keys: list[str]) -> str | None:
+        """Why a LoRA file with these stored tensor names would load wrongly into the family's pipeline, or None."""
+        return None
+
     def wrap_prompt(self, prompt: str) -> str:
         """``prompt`` inside the family's template, as the pipeline tokenizes it."""
         return self.prompt_template.format(prompt)

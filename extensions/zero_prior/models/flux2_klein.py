@@ -15,7 +15,11 @@ for now (``training_refusal``): ai-toolkit runs its own FLUX.2 transformer and
 autoencoder (not diffusers'), built at the full published sizes from BFL
 single files, with the text encoder read from a fixed hub repo, so neither a
 tiny test bed nor zero-prior's subclass could be tested through ``run.py`` yet.
-Loading a zero-prior file into ``Flux2KleinPipeline`` works like any family.
+Loading a zero-prior file into ``Flux2KleinPipeline`` works like any family;
+diffusers converts ai-toolkit's LoRA keys (BFL names, ``diffusion_model.``)
+itself, exactly for the double and single blocks ai-toolkit trains by
+default, but with the shift and scale halves swapped on the final layer's
+modulation, so a LoRA on that layer is refused (``lora_refusal``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think
 MAX_LENGTH = 512
 # ai-toolkit's Flux2Klein4BModel / Flux2Klein9BModel.flux2_klein_te_path: the encoder and tokenizer repo per arch.
 AITK_TEXT_ENCODERS = {"flux2_klein_4b": "Qwen/Qwen3-4B", "flux2_klein_9b": "Qwen/Qwen3-8B"}
+# ai-toolkit's key for a LoRA on the final layer's modulation (only with network.transformer_only: false).
+AITK_FINAL_MODULATION = "diffusion_model.final_layer.adaLN_modulation.1."
 
 
 class Flux2KleinFamily(ModelFamily):
@@ -54,6 +60,14 @@ class Flux2KleinFamily(ModelFamily):
         with torch.no_grad():
             embeds, _ = pipe.encode_prompt(negative_prompt, device=pipe._execution_device)
         return {"negative_prompt_embeds": embeds}
+
+    def lora_refusal(self, keys: list[str]) -> str | None:
+        if not any(key.startswith(AITK_FINAL_MODULATION) for key in keys):
+            return None
+        return ("it holds a LoRA on ai-toolkit's final_layer.adaLN_modulation.1 (trained with "
+                "network.transformer_only: false), which diffusers' FLUX.2 LoRA converter maps to norm_out.linear "
+                "without swapping its shift and scale halves, so it would apply wrongly; train with "
+                "transformer_only: true (ai-toolkit's default), which leaves that layer out")
 
     def training_refusal(self) -> str | None:
         return ("ai-toolkit trains FLUX.2 [klein] with its own transformer and autoencoder at the published sizes "
