@@ -27,7 +27,8 @@ from zero_prior.models.z_image import Z_IMAGE
 from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.placeholder.prepare import add_placeholders
 from zero_prior.testbed import cached_tiny_pipeline
-from zero_prior.weights.format import save_lora_file, to_record
+from zero_prior.weights.export import export_weights
+from zero_prior.weights.format import read_zero_prior, save_lora_file, to_record
 from zero_prior.weights.loader import load_zero_prior
 
 pytestmark = pytest.mark.slow  # the tiny encoder keeps 27 layers and pads every prompt to 512 tokens
@@ -174,14 +175,16 @@ def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(ait
     assert difference <= 1e-6
 
 
-def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_changes(aitk_flux2, flux2_dir: Path,
+def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_changes(aitk_flux2, trained,
+                                                                                       flux2_dir: Path,
                                                                                        tmp_path: Path) -> None:
     torch.manual_seed(0)
     bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**TINY_PARAMS))
     base = {key: value.detach().clone() for key, value in bfl.state_dict().items()}
     final = "final_layer.adaLN_modulation.1"
     lora = _lora_state(bfl, ["double_blocks.0.img_attn.qkv", final], "diffusion_model.", 4)
-    path = save_lora_file(tmp_path / "all_layers.safetensors", lora, {"name": "all"}, None)
+    path = save_lora_file(tmp_path / "all_layers.safetensors", lora, {"name": "all"},
+                          read_zero_prior(trained["path"]))
     # Why it is refused: diffusers' own loader applies that layer's LoRA with its shift and scale halves swapped.
     stock = tinytrain.load_pipe(flux2_dir)
     stock.transformer.load_state_dict(convert_flux2_transformer_checkpoint_to_diffusers(dict(base)))
@@ -199,4 +202,7 @@ def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_c
     with pytest.raises(FormatError, match=r"all_layers.safetensors: it holds a LoRA on ai-toolkit's "
                                           r"final_layer.adaLN_modulation.1 \(trained with network.transformer_only"):
         load_zero_prior(pipe, path)
-    assert not pipe.get_list_adapters()
+    assert not pipe.get_list_adapters() and len(pipe.tokenizer) == TOKENIZER_LENGTH
+    with pytest.raises(FormatError, match="final_layer.adaLN_modulation.1"):  # nor exported with it misread
+        export_weights(path, tmp_path / "export", "diffusers")
+    assert not (tmp_path / "export").exists()
