@@ -19,6 +19,7 @@ from types import ModuleType
 import pytest
 import tinytrain
 import torch
+from diffusers import Flux2KleinInpaintPipeline
 from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers
 
 from zero_prior.errors import FormatError
@@ -117,6 +118,11 @@ def test_the_file_loads_into_flux2_klein_with_the_training_embeddings(trained, f
     difference = (embeds - trained["embeds"]).abs().max().item()
     print(f"\nFLUX.2 [klein] tiny: max abs difference of the prompt embeddings, loaded vs training: {difference:.3g}")
     assert difference <= 1e-6
+
+    inpaint = Flux2KleinInpaintPipeline(**tinytrain.load_pipe(flux2_dir).components)
+    load_zero_prior(inpaint, trained["path"])
+    with torch.no_grad():
+        assert torch.equal(inpaint.encode_prompt(PROMPT, device="cpu")[0], embeds)
 
 
 def test_a_flux2_klein_file_is_refused_by_another_family_and_the_other_way(trained, flux2_dir: Path,

@@ -24,32 +24,26 @@ modulation, so a LoRA on that layer is refused (``lora_refusal``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .family import ModelFamily
-
-if TYPE_CHECKING:
-    from torch import nn
 
 # What the tokenizer's chat template renders for Flux2KleinPipeline._get_qwen3_prompt_embeds (enable_thinking
 # False; checked by tests/test_models.py).
 PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 # diffusers' Flux2KleinPipeline max_sequence_length (the template counts).
 MAX_LENGTH = 512
-# ai-toolkit's Flux2Klein4BModel / Flux2Klein9BModel.flux2_klein_te_path: the encoder and tokenizer repo per arch.
-AITK_TEXT_ENCODERS = {"flux2_klein_4b": "Qwen/Qwen3-4B", "flux2_klein_9b": "Qwen/Qwen3-8B"}
 # ai-toolkit's key for a LoRA on the final layer's modulation (only with network.transformer_only: false).
 AITK_FINAL_MODULATION = "diffusion_model.final_layer.adaLN_modulation.1."
 
 
 class Flux2KleinFamily(ModelFamily):
-    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``."""
+    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``; ``flux2_klein_9b`` is the 9B arch.
 
-    def aitk_tokenizer_source(self, model: Mapping[str, Any]) -> tuple[str, str]:
-        # ai-toolkit loads Qwen2Tokenizer from the arch's fixed hub repo, whatever name_or_path is.
-        arch = str(model.get("arch", self.aitk_arch)).split(":")[0]
-        return AITK_TEXT_ENCODERS.get(arch, AITK_TEXT_ENCODERS[self.aitk_arch]), ""
+    ``aitk_tokenizer_source`` and the prefix-cache methods keep the base class's
+    behaviour: they serve training through ai-toolkit, which ``training_refusal``
+    rules out.
+    """
 
     def negative_prompt_arguments(self, pipe: Any, negative_prompt: str | None) -> dict[str, Any]:
         # Flux2KleinPipeline takes no negative prompt text (it guides against ""), only its embeddings.
@@ -75,21 +69,15 @@ class Flux2KleinFamily(ModelFamily):
                 "them is not built and tested through run.py yet; train the LoRA with "
                 "train_placeholder_token: false, or train the token on Qwen-Image or Z-Image")
 
-    def prefix_cache_refusal(self) -> str | None:
-        return ("the prefix cache builds Qwen-Image's last-layer encoder output; FLUX.2 [klein] stacks three "
-                "intermediate layers, which it does not build")
-
-    def decoder(self, text_encoder: nn.Module) -> nn.Module:
-        return text_encoder.model
-
 
 FLUX2_KLEIN = Flux2KleinFamily(
     name="flux2_klein",
     label="FLUX.2 [klein]",
     aitk_arch="flux2_klein_4b",
-    zero_prior_arch="flux2_klein_zero_prior",
+    zero_prior_arch="flux2_klein_zero_prior",  # reserved: no such ai-toolkit model while training_refusal holds
     pipeline_class="Flux2KleinPipeline",
-    pipeline_classes=("Flux2KleinPipeline",),
+    # The inpaint pipeline's _get_qwen3_prompt_embeds is diffusers' "Copied from" Flux2KleinPipeline's.
+    pipeline_classes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
     prompt_template=PROMPT_TEMPLATE,
     drop_idx=0,
     max_length=MAX_LENGTH,
