@@ -26,12 +26,7 @@ FIRST_SPARE_ID = {"qwen_image": 151665, "zimage": 151669, "qwen_image_edit_plus"
 IMAGE_PAD = 151655  # <|image_pad|>: an edit pipeline widens it to the control image's patch count
 
 
-# FLUX.2 [klein]'s tiny encoder keeps 27 layers (its pipeline reads layer 27): its cases take over 5 s together.
-SLOW_FAMILIES = ("flux2_klein",)
-
-
-@pytest.fixture(scope="module", params=[pytest.param(family.name, marks=pytest.mark.slow)
-                                        if family.name in SLOW_FAMILIES else family.name for family in FAMILIES])
+@pytest.fixture(scope="module", params=[family.name for family in FAMILIES])
 def pipe(request: pytest.FixtureRequest):
     return tinytrain.load_pipe(cached_tiny_pipeline(seed=0, family=request.param))
 
