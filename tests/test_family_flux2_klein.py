@@ -32,7 +32,8 @@ from zero_prior.weights.export import export_weights
 from zero_prior.weights.format import read_zero_prior, save_lora_file, to_record
 from zero_prior.weights.loader import load_zero_prior
 
-pytestmark = pytest.mark.slow  # the tiny encoder keeps 27 layers and pads every prompt to 512 tokens
+# A whole family (about 20 s on an idle CPU): the second pass of the test command, as the other families.
+pytestmark = [pytest.mark.long, pytest.mark.slow]
 
 PROMPT = "a photo of <zwx> on a beach"
 STEPS = 3
@@ -123,6 +124,20 @@ def test_the_file_loads_into_flux2_klein_with_the_training_embeddings(trained, f
     load_zero_prior(inpaint, trained["path"])
     with torch.no_grad():
         assert torch.equal(inpaint.encode_prompt(PROMPT, device="cpu")[0], embeds)
+
+
+def test_the_diffusers_export_loads_back_the_same(trained, flux2_dir: Path, tmp_path: Path) -> None:
+    exported = export_weights(trained["path"], tmp_path / "diffusers", "diffusers").output
+    pipe, direct = tinytrain.load_pipe(flux2_dir), tinytrain.load_pipe(flux2_dir)
+    load_zero_prior(pipe, exported)
+    load_zero_prior(direct, trained["path"])
+    with torch.no_grad():
+        assert torch.equal(pipe.encode_prompt(PROMPT, device="cpu")[0], trained["embeds"])
+        hidden = torch.linspace(-1, 1, 4 * pipe.transformer.config.in_channels).reshape(1, 4, -1)
+        inputs = {"hidden_states": hidden, "encoder_hidden_states": trained["embeds"], "timestep": torch.tensor([0.5]),
+                  "img_ids": pipe._prepare_latent_ids(torch.zeros(1, 1, 2, 2)),
+                  "txt_ids": pipe._prepare_text_ids(trained["embeds"]), "guidance": None, "return_dict": False}
+        assert torch.equal(pipe.transformer(**inputs)[0], direct.transformer(**inputs)[0])
 
 
 def test_a_flux2_klein_file_is_refused_by_another_family_and_the_other_way(trained, flux2_dir: Path,
