@@ -108,6 +108,28 @@ def test_an_arch_variant_after_a_colon_picks_its_family(tmp_path: Path, arch: st
     assert effective_config(process, settings)["model"]["arch"] == settings.family.zero_prior_arch
 
 
+@pytest.mark.parametrize("arch", ["flux2_klein_4b", "flux2_klein_9b"])
+def test_flux2_klein_placeholder_training_is_refused_and_its_baseline_left_alone(tmp_path: Path, arch: str) -> None:
+    process = tiny_process(tmp_path)
+    process["model"]["arch"] = arch
+    with pytest.raises(ConfigError) as raised:
+        read_settings(process, 0)
+    assert str(raised.value).startswith(
+        f"config.process[0].model.arch is {arch!r}: train.train_placeholder_token: true cannot train FLUX.2 [klein] "
+        "yet: ai-toolkit trains FLUX.2 [klein] with its own transformer")
+    assert "train_placeholder_token: false" in str(raised.value)
+    process["train"]["train_placeholder_token"] = False
+    assert read_settings(process, 0).enabled is False
+
+
+def test_the_supported_arch_list_names_only_trainable_families(tmp_path: Path) -> None:
+    process = tiny_process(tmp_path)
+    process["model"]["arch"] = "sdxl"
+    with pytest.raises(ConfigError, match="supports qwen_image \\(Qwen-Image\\), zimage \\(Z-Image\\), "
+                                          "qwen_image_edit_plus \\(Qwen-Image-Edit-Plus\\); set arch"):
+        read_settings(process, 0)
+
+
 def test_an_edit_plus_arch_variant_picks_its_family(tmp_path: Path) -> None:
     process = edit_plus(tiny_process(tmp_path))
     process["model"]["arch"] = "qwen_image_edit_plus:2511"

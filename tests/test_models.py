@@ -22,7 +22,7 @@ from zero_prior.testbed import cached_tiny_pipeline
 from zero_prior.testbed.tiny_model import BUILDERS
 
 # The id a first new token gets: one past each tokenizer's entries.
-FIRST_SPARE_ID = {"qwen_image": 151665, "zimage": 151669, "qwen_image_edit_plus": 151665}
+FIRST_SPARE_ID = {"qwen_image": 151665, "zimage": 151669, "qwen_image_edit_plus": 151665, "flux2_klein": 151669}
 IMAGE_PAD = 151655  # <|image_pad|>: an edit pipeline widens it to the control image's patch count
 
 

@@ -174,11 +174,15 @@ def _refuse_conflicts(block: Block, train: Block, placeholder: PlaceholderConfig
     arch = block.child("model").get("arch")
     family = family_for_arch(arch)
     if family is None:
-        supported = ", ".join(f"{f.aitk_arch} ({f.label})" for f in FAMILIES)
+        supported = ", ".join(f"{f.aitk_arch} ({f.label})" for f in FAMILIES if f.training_refusal() is None)
         raise ConfigError(
             f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true supports {supported}; set arch to one of them "
             "(and name_or_path to such a model), or set train_placeholder_token: false"
         )
+    refusal = family.training_refusal()
+    if refusal:
+        raise ConfigError(f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true cannot train {family.label} yet: "
+                          f"{refusal}")
     cache_flag = {"cache_text_embeddings": _REFUSED_TRAIN_FLAGS["cache_text_embeddings"]}
     for number, dataset in enumerate(process.get("datasets") or []):
         if isinstance(dataset, Mapping):

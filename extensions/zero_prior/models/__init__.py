@@ -11,11 +11,12 @@ from typing import Any
 
 from ..errors import PipelineError
 from .family import ModelFamily
+from .flux2_klein import FLUX2_KLEIN
 from .qwen_image import QWEN_IMAGE
 from .qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
 from .z_image import Z_IMAGE
 
-FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE, Z_IMAGE, QWEN_IMAGE_EDIT_PLUS)
+FAMILIES: tuple[ModelFamily, ...] = (QWEN_IMAGE, Z_IMAGE, QWEN_IMAGE_EDIT_PLUS, FLUX2_KLEIN)
 FAMILY_NAMES = tuple(family.name for family in FAMILIES)
 DEFAULT_FAMILY = QWEN_IMAGE
 
@@ -38,7 +39,7 @@ def family_for_arch(arch: str | None) -> ModelFamily | None:
     ('qwen_image', 'qwen_image_edit_plus')
     """
     base = str(arch).split(":")[0] if arch is not None else None
-    return next((f for f in FAMILIES if base in (f.aitk_arch, f.zero_prior_arch)), None)
+    return next((f for f in FAMILIES if base in (f.aitk_arch, f.zero_prior_arch, *f.other_aitk_archs)), None)
 
 
 def family_for_pipeline(pipe: Any) -> ModelFamily:

@@ -44,6 +44,12 @@ class ModelFamily:
     cfg_argument: str = "true_cfg_scale"
     # Whether the pipeline encodes every prompt together with control images (``image=``), as edit models do.
     control_images: bool = False
+    # Further ai-toolkit archs of the same family (model sizes sharing the template and encoder kind).
+    other_aitk_archs: tuple[str, ...] = ()
+
+    def training_refusal(self) -> str | None:
+        """Why zero-prior cannot train this family's placeholder through ai-toolkit, or None when it can."""
+        return None
 
     def prefix_cache_refusal(self) -> str | None:
         """Why ``training.prefix_cache`` cannot encode this family's prompts, or None when it can."""
@@ -55,6 +61,14 @@ class ModelFamily:
 
     def batch_size_refusal(self) -> str | None:
         """Why ai-toolkit cannot train this family with ``train.batch_size`` above 1, or None when it can."""
+        return None
+
+    def negative_prompt_arguments(self, pipe: Any, negative_prompt: str | None) -> dict[str, Any]:
+        """The pipeline call arguments that carry ``negative_prompt`` (used when guidance is above 1)."""
+        return {"negative_prompt": negative_prompt}
+
+    def lora_refusal(self, keys: list[str]) -> str | None:
+        """Why a LoRA file with these stored tensor names would load wrongly into the family's pipeline, or None."""
         return None
 
     def wrap_prompt(self, prompt: str) -> str:

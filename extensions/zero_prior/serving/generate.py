@@ -67,9 +67,10 @@ def generate_images(
     Prompts are generated one by one: diffusers pairs masks with the wrong
     prompts when several prompts share a call with ``num_images_per_prompt > 1``.
     ``true_cfg_scale`` goes to the family's guidance argument (Qwen-Image's
-    ``true_cfg_scale``, Z-Image's ``guidance_scale``); above 1 it uses
-    ``negative_prompt``. ``image`` is the control image (or list of them) an
-    edit family (Qwen-Image-Edit-Plus) edits; it is required there.
+    ``true_cfg_scale``, Z-Image's and FLUX.2 [klein]'s ``guidance_scale``); above
+    1 it uses ``negative_prompt`` (as the family's pipeline takes it). ``image``
+    is the control image (or list of them) an edit family (Qwen-Image-Edit-Plus)
+    edits; it is required there.
 
     Example::
 
@@ -78,13 +79,13 @@ def generate_images(
     family = family_for_pipeline(pipe)
     if family.control_images and image is None:
         raise ConfigError(f"{family.label} edits an image: pass the control image (image=, a PIL image or a list)")
-    arguments = {family.cfg_argument: true_cfg_scale, **({"image": image} if image is not None else {})}
+    arguments = {family.cfg_argument: true_cfg_scale, **({"image": image} if image is not None else {}),
+                 **family.negative_prompt_arguments(pipe, negative_prompt)}
     images = []
     for prompt in prompts:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         output = pipe(
             prompt=prompt,
-            negative_prompt=negative_prompt,
             **arguments,
             num_inference_steps=steps,
             height=height,

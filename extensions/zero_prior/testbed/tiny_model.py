@@ -17,12 +17,12 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import ConfigError
-from . import qwen_image, qwen_image_edit_plus, z_image
+from . import flux2_klein, qwen_image, qwen_image_edit_plus, z_image
 from ._cache import cache_root, cached_build
 
 # family name (zero_prior.models) -> its builder module (``build(out_dir, seed, **options)``, ``cache_inputs()``)
 BUILDERS: dict[str, ModuleType] = {"qwen_image": qwen_image, "zimage": z_image,
-                                   "qwen_image_edit_plus": qwen_image_edit_plus}
+                                   "qwen_image_edit_plus": qwen_image_edit_plus, "flux2_klein": flux2_klein}
 
 
 def build_tiny_pipeline(out_dir: str | Path, seed: int = 0, family: str = "qwen_image", **options: int) -> Path:

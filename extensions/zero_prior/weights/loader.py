@@ -49,7 +49,7 @@ from .applied import (
     write_rows,
 )
 from .format import StoredPlaceholder, ZeroPriorRecord, vector_sha256
-from .lora_check import check_fits, lora_digest, read_lora, weight_digest
+from .lora_check import check_fits, lora_digest, read_lora, stored_keys, weight_digest
 from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ def _load(
     plan = _plan_placeholders(tokenizers, text_encoder, family, record, label, token_scale) if record else []
     lora = read_lora(pipe, package.lora_file, label)
     modules = check_fits(pipe.transformer, lora, label)
+    refusal = family.lora_refusal(stored_keys(package.lora_file))
+    if refusal:
+        raise FormatError(f"{label}: {refusal}")
     digest = lora_digest(lora)
     loaded = _already_loaded(pipe, state, digest, record, token_scale, lora_scale, label)
     if loaded is not None:

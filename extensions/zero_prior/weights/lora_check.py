@@ -42,6 +42,14 @@ def read_lora(pipe: Any, lora_file: Path, label: str) -> dict[str, torch.Tensor]
     return dict(state)
 
 
+def stored_keys(lora_file: Path) -> list[str]:
+    """The tensor names as the file stores them, before any converter renames them."""
+    from safetensors import safe_open
+
+    with safe_open(str(lora_file), framework="pt") as handle:
+        return list(handle.keys())
+
+
 def check_fits(transformer: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> list[str]:
     """Refuse (``FormatError``, naming the tensor) a LoRA that does not fit ``transformer``; return its modules."""
     if not state:

@@ -1,0 +1,86 @@
+"""FLUX.2 [klein] (4B, 9B): a Qwen3 text encoder whose layers 9, 18 and 27 are stacked into the prompt embedding.
+
+diffusers' ``Flux2KleinPipeline`` renders each prompt with the tokenizer's chat
+template (one user message, generation prompt, thinking off), which gives
+``<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n
+</think>\\n\\n``; it keeps every position (``drop_idx`` 0), pads to 512 tokens
+and concatenates the hidden states after decoder layers 9, 18 and 27 along
+the feature axis (three times the encoder width). A placeholder must stay one
+id inside that text. The 4B model's encoder is Qwen3-4B (width 2560), the 9B
+model's Qwen3-8B (width 4096); one family covers both, and the loader's
+hidden-size check keeps a 4B file off a 9B pipeline.
+
+Training through ai-toolkit (``flux2_klein_4b`` / ``flux2_klein_9b``) is refused
+for now (``training_refusal``): ai-toolkit runs its own FLUX.2 transformer and
+autoencoder (not diffusers'), built at the full published sizes from BFL
+single files, with the text encoder read from a fixed hub repo, so neither a
+tiny test bed nor zero-prior's subclass could be tested through ``run.py`` yet.
+Loading a zero-prior file into ``Flux2KleinPipeline`` works like any family;
+diffusers converts ai-toolkit's LoRA keys (BFL names, ``diffusion_model.``)
+itself, exactly for the double and single blocks ai-toolkit trains by
+default, but with the shift and scale halves swapped on the final layer's
+modulation, so a LoRA on that layer is refused (``lora_refusal``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .family import ModelFamily
+
+# What the tokenizer's chat template renders for Flux2KleinPipeline._get_qwen3_prompt_embeds (enable_thinking
+# False; checked by tests/test_models.py).
+PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+# diffusers' Flux2KleinPipeline max_sequence_length (the template counts).
+MAX_LENGTH = 512
+# ai-toolkit's key for a LoRA on the final layer's modulation (only with network.transformer_only: false).
+AITK_FINAL_MODULATION = "diffusion_model.final_layer.adaLN_modulation.1."
+
+
+class Flux2KleinFamily(ModelFamily):
+    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``; ``flux2_klein_9b`` is the 9B arch.
+
+    ``aitk_tokenizer_source`` and the prefix-cache methods keep the base class's
+    behaviour: they serve training through ai-toolkit, which ``training_refusal``
+    rules out.
+    """
+
+    def negative_prompt_arguments(self, pipe: Any, negative_prompt: str | None) -> dict[str, Any]:
+        # Flux2KleinPipeline takes no negative prompt text (it guides against ""), only its embeddings.
+        import torch
+
+        if negative_prompt is None:
+            return {}
+        with torch.no_grad():
+            embeds, _ = pipe.encode_prompt(negative_prompt, device=pipe._execution_device)
+        return {"negative_prompt_embeds": embeds}
+
+    def lora_refusal(self, keys: list[str]) -> str | None:
+        if not any(key.startswith(AITK_FINAL_MODULATION) for key in keys):
+            return None
+        return ("it holds a LoRA on ai-toolkit's final_layer.adaLN_modulation.1 (trained with "
+                "network.transformer_only: false), which diffusers' FLUX.2 LoRA converter maps to norm_out.linear "
+                "without swapping its shift and scale halves, so it would apply wrongly; train with "
+                "transformer_only: true (ai-toolkit's default), which leaves that layer out")
+
+    def training_refusal(self) -> str | None:
+        return ("ai-toolkit trains FLUX.2 [klein] with its own transformer and autoencoder at the published sizes "
+                "(from BFL single files) and its text encoder from a fixed hub repo, and zero-prior's subclass for "
+                "them is not built and tested through run.py yet; train the LoRA with "
+                "train_placeholder_token: false, or train the token on Qwen-Image or Z-Image")
+
+
+FLUX2_KLEIN = Flux2KleinFamily(
+    name="flux2_klein",
+    label="FLUX.2 [klein]",
+    aitk_arch="flux2_klein_4b",
+    zero_prior_arch="flux2_klein_zero_prior",  # reserved: no such ai-toolkit model while training_refusal holds
+    pipeline_class="Flux2KleinPipeline",
+    # The inpaint pipeline's _get_qwen3_prompt_embeds is diffusers' "Copied from" Flux2KleinPipeline's.
+    pipeline_classes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
+    prompt_template=PROMPT_TEMPLATE,
+    drop_idx=0,
+    max_length=MAX_LENGTH,
+    cfg_argument="guidance_scale",
+    other_aitk_archs=("flux2_klein_9b",),
+)
