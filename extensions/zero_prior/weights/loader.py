@@ -38,7 +38,7 @@ from ..models import FAMILY_NAMES, ModelFamily, family_for_pipeline, family_name
 from ..placeholder.config import PlaceholderConfig
 from ..placeholder.expansion import install_expansion, remove_expansion
 from ..placeholder.splice import ensure_embedding_rows
-from ..placeholder.vocabulary import RegisteredToken, check_placeholders, register_placeholders
+from ..placeholder.vocabulary import RegisteredToken, check_placeholders, entry_id, register_placeholders
 from .applied import (
     AppliedFile,
     AppliedState,
@@ -234,14 +234,13 @@ def _plan_placeholders(
             f"encoder has {embedding.embedding_dim}; the file was trained for another base model: load it into "
             "the model it was trained for"
         )
-    vocab = tokenizers[0].get_vocab()
     plan = []
     for stored in record.placeholders:
         config = _config(stored)
         if list(config.token_strings) != list(stored.token_strings):
             raise FormatError(f"{path}: placeholder {stored.token!r} lists entries {stored.token_strings}, expected "
                               f"{list(config.token_strings)}; use the file the training wrote, or download it again")
-        present = [entry for entry in stored.token_strings if entry in vocab]
+        present = [entry for entry in stored.token_strings if entry_id(tokenizers[0], entry) is not None]
         existing = _existing(tokenizers, text_encoder, stored, present, path, token_scale) if present else None
         plan.append((stored, existing))
     check_placeholders(tokenizers, [_config(stored) for stored, existing in plan if existing is None], family)
