@@ -274,7 +274,7 @@ def train_steps(transformer: nn.Module, optimizer: torch.optim.Optimizer, encode
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         embeds, mask = encode()
-        loss = flow_loss(holder, embeds, mask, resolution, generator)
+        loss = flow_loss(holder, (embeds, mask), resolution, generator)
         loss.backward()
         if vectors is not None:
             vector_grads.append(float(vectors.grad.norm()) if vectors.grad is not None else 0.0)

@@ -21,6 +21,13 @@ trainable state at Qwen-Image's real size against ai-toolkit's whole-matrix
 ``embedding:`` approach.
 
     python benchmarks/step_overhead.py [--steps 25] [--rounds 3] [--warmup 5]
+
+``--proxy``: the proportional CPU proxy of the Qwen-Image step instead
+(``_step_proxy.py``: real depths and token counts at 1/``--scale`` width;
+defaults 3 rounds of 3 steps, 1 dropped), with the physical floor of
+``flops.py``.
+
+    python benchmarks/step_overhead.py --proxy [--scale 32] [--rounds 3] [--steps 3] [--warmup 1]
 """
 
 from __future__ import annotations
@@ -91,10 +98,22 @@ def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=None, help="default 25 (3 with --proxy)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=5, help="steps dropped from the start of each run")
+    parser.add_argument("--warmup", type=int, default=None, help="steps dropped per run; default 5 (1 with --proxy)")
+    parser.add_argument("--proxy", action="store_true", help="the proportional Qwen-Image proxy (see _step_proxy.py)")
+    parser.add_argument("--scale", type=int, choices=(16, 32), default=32, help="--proxy: width divisor")
     args = parser.parse_args()
+    if args.proxy:
+        from _step_proxy import run
+
+        steps, warmup = args.steps or 3, 1 if args.warmup is None else args.warmup
+        if steps <= warmup:
+            parser.error("--steps must be above --warmup")
+        run(args.scale, args.rounds, steps, warmup)
+        return
+    args.steps = args.steps or 25
+    args.warmup = 5 if args.warmup is None else args.warmup
     if args.warmup < 2 or args.steps <= args.warmup:
         parser.error("--warmup must be at least 2 (the pivot arm pivots in the warm-up) and below --steps")
     steps: dict[str, list[float]] = {arm: [] for arm in ARMS}

@@ -288,11 +288,12 @@ def _add_entries(tokenizer: PreTrainedTokenizerBase, config: PlaceholderConfig) 
 def _check_in_template(tokenizer: PreTrainedTokenizerBase, registered: RegisteredToken, family: ModelFamily) -> None:
     """Each context must keep the template prefix and contain exactly the token's ids."""
     drop = family.drop_idx
-    prefix = tokenizer(family.wrap_prompt(""))["input_ids"][:drop]
+    prompts = [expand_prompt(context.format(t=registered.token), [registered]) for context in TOKEN_CONTEXTS]
+    # One batched call (the backend encodes the batch in parallel); the empty prompt gives the template prefix.
+    [empty, *encoded] = tokenizer([family.wrap_prompt(prompt) for prompt in ["", *prompts]])["input_ids"]
+    prefix = empty[:drop]
     new_ids = set(registered.token_ids)
-    for context in TOKEN_CONTEXTS:
-        prompt = expand_prompt(context.format(t=registered.token), [registered])
-        ids: Sequence[int] = tokenizer(family.wrap_prompt(prompt))["input_ids"]
+    for context, ids in zip(TOKEN_CONTEXTS, encoded):
         found = [i for i in ids if i in new_ids]
         expected = list(registered.token_ids) * context.count("{t}")
         shown = context.format(t=registered.token)

@@ -49,7 +49,7 @@ from .applied import (
     write_rows,
 )
 from .format import StoredPlaceholder, ZeroPriorRecord, vector_sha256
-from .lora_check import check_fits, lora_digest, read_lora, weight_digest
+from .lora_check import DIGEST_ROWS, check_fits, lora_digest, read_lora, weight_digest
 from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def _load(
         raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass another "
                                "adapter_name")
     active = list(pipe.get_active_adapters())
-    fingerprint = {"module": modules[0], "sha256": weight_digest(pipe.transformer, modules[0])}
+    fingerprint = {"module": modules[0], "rows": DIGEST_ROWS, "sha256": weight_digest(pipe.transformer, modules[0])}
 
     # --- everything is checked; from here on the pipeline changes (rolled back on any failure) ---
     result = LoadResult(package.source, name, lora_scale, len(lora), token_scale)
@@ -303,7 +303,7 @@ def _refuse_fused(pipe: Any, text_encoder: Any, digest: str, label: str) -> None
         if saved["lora_sha256"] != digest or saved["adapter"] in present:
             continue
         module = saved["fingerprint"]["module"]
-        if weight_digest(pipe.transformer, module) != saved["fingerprint"]["sha256"]:
+        if weight_digest(pipe.transformer, module, saved["fingerprint"].get("rows")) != saved["fingerprint"]["sha256"]:
             raise PlaceholderError(
                 f"{label} was already applied to this pipeline and its weights have changed since (fused with "
                 "fuse_lora, then saved?), so loading it again would apply the LoRA twice; use the pipeline as it "
