@@ -7,7 +7,10 @@ width is divided by the same ``scale`` (heads keep the real query/key-value
 ratio, 7:1, and the rotary sections their proportions). The arms are
 ``gpu_step.run_arm``'s (the GPU benchmark's own code), alternated round by
 round in one process: baseline (cached embeddings), zero-prior with and
-without the prefix cache, and after the pivot.
+without the prefix cache, and after the pivot. Steps are timed in CPU time
+of this process on one thread (``time.process_time``): on a shared machine
+wall time swings by a third from one arm to the next with other processes'
+load, and several threads wait on each other at every operation.
 
 Dividing every width by ``scale`` divides the projections and MLPs by
 ``scale``² but attention (sequence² x width) only by ``scale``, and the
@@ -72,6 +75,7 @@ def proxy_family(size: dict[str, dict[str, Any]]) -> Family:
 def run(scale: int, rounds: int, steps: int, warmup: int) -> None:
     """Build the proxy, alternate the arms for ``rounds`` rounds, print step times, ratios and the floors."""
     size = proxy_size(scale)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     started = time.perf_counter()
     pipe = build(size, str(qwen_tokenizer_dir()), "cpu", torch.float32)
@@ -84,16 +88,16 @@ def run(scale: int, rounds: int, steps: int, warmup: int) -> None:
           f"{size['transformer']['attention_head_dim']}, text encoder 28 layers x {size['text']['hidden_size']} "
           f"(MLP {size['text']['intermediate_size']}); caption {tokens} tokens + 34-token template (+5 after), "
           f"placeholder at caption token {PLACEHOLDER_AT}; 1024 image tokens (512 px); built in "
-          f"{time.perf_counter() - started:.0f} s, torch threads {torch.get_num_threads()}")
+          f"{time.perf_counter() - started:.0f} s; steps timed in CPU seconds of this process, 1 thread")
     medians: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for index in range(rounds):
         for arm in (ARMS if index % 2 == 0 else ARMS[::-1]):
-            measured = run_arm(pipe, arm, 512, steps, warmup, template=CAPTION)
+            measured = run_arm(pipe, arm, 512, steps, warmup, template=CAPTION, clock=time.process_time)
             medians[arm].append(measured["median_step_s"])
             pipe.tokenizer = type(pipe.tokenizer).from_pretrained(str(qwen_tokenizer_dir()))
         print(f"round {index + 1}: " + ", ".join(f"{arm} {medians[arm][-1]:.2f} s" for arm in ARMS))
     base = statistics.median(medians["baseline"])
-    print(f"median step over {rounds} rounds ({steps} steps each, {warmup} dropped):")
+    print(f"median step (CPU s) over {rounds} rounds ({steps} steps each, {warmup} dropped):")
     for arm in ARMS:
         per_round = statistics.median(m / b for m, b in zip(medians[arm], medians["baseline"], strict=True))
         goal = f"   GPU goal at 512 px <= {GOALS[arm]:.2f}" if arm in GOALS else ""
