@@ -85,7 +85,7 @@ def main() -> None:
         if args.proxy:
             pipe = build(PROXY_SIZE, str(qwen_tokenizer_dir()), "cpu", torch.bfloat16)
             path = proxy_file(pipe, Path(tmp) / "subject.safetensors")
-            loaders = {"load_lora_weights": lambda: pipe.load_lora_weights(str(path)),
+            loaders = {"load_lora_weights": lambda: pipe.load_lora_weights(str(path.parent), weight_name=path.name),
                        "load_zero_prior": lambda: load_zero_prior(pipe, path)}
             undo = {"load_lora_weights": pipe.unload_lora_weights, "load_zero_prior": lambda: unload_zero_prior(pipe)}
             time_loaders(loaders, undo, 1)  # warm-up: first-call imports and allocations
@@ -107,7 +107,8 @@ def main() -> None:
                 fresh["pipe"] = tinytrain.load_pipe(model)
 
             prepare()
-            loaders = {"load_lora_weights": on_fresh(lambda p: p.load_lora_weights(str(path))),
+            loaders = {"load_lora_weights": on_fresh(lambda p: p.load_lora_weights(str(path.parent),
+                                                                                   weight_name=path.name)),
                        "load_zero_prior": on_fresh(lambda p: load_zero_prior(p, path))}
             undo = {name: prepare for name in loaders}
             label = "tiny model"
