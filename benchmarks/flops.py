@@ -11,7 +11,8 @@ encoder's forward from the first placeholder on and its activation backward
 (the prefix's keys and values come from the cache, the encoder's weights get
 no gradient), plus the transformer's gradient into its text input; without
 the cache, the whole template and prompt run forward and backward every step,
-with the unused ``lm_head`` the pipeline's encoder call computes. After the
+with the unused ``lm_head`` the pipeline's encoder call computes (over its
+padding too, where the pipeline pads: Z-Image to 512 positions). After the
 pivot the step is the baseline's. Prompts hold ``PROMPT_TOKENS`` tokens with the
 placeholder ``PLACEHOLDER_AT`` tokens in (ai-toolkit puts the trigger first).
 
@@ -117,6 +118,7 @@ class Family:
     vision_tokens: int = 0  # merged control-image tokens inside the prefix (edit models)
     control_image_tokens: int = 0  # the control image's latent tokens next to the target's (edit models)
     prefix_cache: bool = True
+    padded_to: int = 0  # positions the pipeline's encoder call pads every prompt to (Z-Image: 512)
 
     def tokens(self) -> tuple[int, int, int]:
         """(first placeholder position, encoder positions, text tokens reaching the transformer)."""
@@ -138,8 +140,9 @@ class Family:
                 varying = Vision().forward(4 * self.vision_tokens) + self.encoder.forward(0, first)
             return varying + self.encoder.forward(first, total) + self.encoder.backward(first, total) + into_text
         vision = Vision().forward(4 * self.vision_tokens) if self.vision_tokens else 0
-        logits = total * self.encoder.hidden * self.encoder.vocab
-        return vision + self.encoder.forward(0, total) + logits + self.encoder.backward(0, total) + into_text
+        run = max(total, self.padded_to)  # padding positions run through every layer too
+        logits = run * self.encoder.hidden * self.encoder.vocab
+        return vision + self.encoder.forward(0, run) + logits + self.encoder.backward(0, run) + into_text
 
     def floor(self, resolution: int, cached: bool = True) -> float:
         """The zero-prior step's MACs over the baseline's at ``resolution`` px (8x VAE, 2x2 patches)."""
@@ -169,8 +172,9 @@ FAMILIES = {
                                    template_suffix=5, drop=64, vision_tokens=196, control_image_tokens=4096,
                                    prefix_cache=False),
     # "<|im_start|>user\n" = 3, "<|im_end|>\n<|im_start|>assistant\n" = 5, nothing dropped.
+    # ZImagePipeline pads every prompt to 512 positions (max_sequence_length) before its encoder call.
     "zimage": Family("zimage", QWEN3_4B, Z_IMAGE_TRANSFORMER, template_prefix=3, template_suffix=5, drop=0,
-                     prefix_cache=False),
+                     prefix_cache=False, padded_to=512),
 }
 
 
