@@ -4,16 +4,16 @@ Tiny model (default): trains a 2-step placeholder + LoRA on the tiny test-bed
 pipeline, saves it, then alternates the two loaders on fresh pipelines (the
 same file each time). ``--proxy``: Qwen-Image's real widths (3072-wide
 transformer blocks, the 3584-wide text encoder with its real 152064-row
-embedding, bf16, random init) with few layers (2 transformer blocks, 1
-encoder layer), the real tokenizer and a rank-16 LoRA on every attention and
-MLP projection of both blocks; there the two loaders alternate on one
+embedding, bf16, random init) with few layers (``--blocks`` transformer
+blocks, default 2, and 1 encoder layer), the real tokenizer and a rank-16
+LoRA on every attention and MLP projection of those blocks; there the two loaders alternate on one
 pipeline, each load undone (``unload_lora_weights`` / ``unload_zero_prior``,
 untimed) before the next. Reports the median time of each and their ratio.
 The extra work of ``load_zero_prior`` is the metadata read and checks, the
 token checks (entry lookups and the template contexts on a light copy of the
 tokenizer), the LoRA digest, and the row write.
 
-    python benchmarks/loader_overhead.py [--rounds 5] [--proxy]
+    python benchmarks/loader_overhead.py [--rounds 5] [--proxy [--blocks 2]]
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ from zero_prior.placeholder.config import PlaceholderConfig  # noqa: E402
 from zero_prior.testbed import cached_tiny_pipeline, qwen_tokenizer_dir  # noqa: E402
 from zero_prior.weights.loader import load_zero_prior, unload_zero_prior  # noqa: E402
 
-# Qwen-Image's widths, few layers.
-PROXY_SIZE = {"transformer": {**SIZES["full"]["transformer"], "num_layers": 2},
-              "text": {**SIZES["full"]["text"], "num_hidden_layers": 1}}
+
+def proxy_size(blocks: int) -> dict:
+    """Qwen-Image's widths, ``blocks`` transformer blocks and 1 encoder layer."""
+    return {"transformer": {**SIZES["full"]["transformer"], "num_layers": blocks},
+            "text": {**SIZES["full"]["text"], "num_hidden_layers": 1}}
 
 
 def proxy_file(pipe: Any, path: Path) -> Path:
@@ -80,16 +82,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--proxy", action="store_true", help="Qwen-Image's real widths, few layers (about 4 GB)")
+    parser.add_argument("--blocks", type=int, default=2, help="--proxy: transformer blocks (0.7 GB each)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.proxy:
-            pipe = build(PROXY_SIZE, str(qwen_tokenizer_dir()), "cpu", torch.bfloat16)
+            pipe = build(proxy_size(args.blocks), str(qwen_tokenizer_dir()), "cpu", torch.bfloat16)
             path = proxy_file(pipe, Path(tmp) / "subject.safetensors")
             loaders = {"load_lora_weights": lambda: pipe.load_lora_weights(str(path.parent), weight_name=path.name),
                        "load_zero_prior": lambda: load_zero_prior(pipe, path)}
             undo = {"load_lora_weights": pipe.unload_lora_weights, "load_zero_prior": lambda: unload_zero_prior(pipe)}
             time_loaders(loaders, undo, 1)  # warm-up: first-call imports and allocations
-            label = "proxy (Qwen-Image widths, 2 blocks, 1 encoder layer, bf16)"
+            label = f"proxy (Qwen-Image widths, {args.blocks} blocks, 1 encoder layer, bf16)"
         else:
             model = cached_tiny_pipeline(seed=0)
             pipe = tinytrain.load_pipe(model)
