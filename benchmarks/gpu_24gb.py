@@ -274,7 +274,7 @@ def train_steps(transformer: nn.Module, optimizer: torch.optim.Optimizer, encode
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         embeds, mask = encode()
-        loss = flow_loss(holder, embeds, mask, resolution, generator)
+        loss = flow_loss(holder, (embeds, mask), resolution, generator)
         loss.backward()
         if vectors is not None:
             vector_grads.append(float(vectors.grad.norm()) if vectors.grad is not None else 0.0)
@@ -324,7 +324,7 @@ def run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, mete
         torch.cuda.set_per_process_memory_fraction(report["allocator_cap_gib"] / report["total_gib"])
     phases["load"] = {"seconds": time.perf_counter() - started, **meter.read(),
                       "lora_params": sum(p.numel() for p in lora),
-                      **token_counts(tokenizer, cache.template, placeholder.registered.token_ids)}
+                      **token_counts(tokenizer, cache.family.prompt_template, placeholder.registered.token_ids)}
     print(f"built {args.size} on {device} in {phases['load']['seconds']:.0f} s: {phases['load']}", flush=True)
 
     generator = torch.Generator().manual_seed(0)

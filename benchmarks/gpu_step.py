@@ -30,6 +30,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -71,12 +72,15 @@ def text_encoder_config(size: dict[str, Any]) -> Any:
     })
 
 
-def build(size_name: str, tokenizer_dir: str, device: str, dtype: torch.dtype) -> Any:
-    """Construct both models directly on ``device`` in ``dtype`` with their default random init."""
+def build(size_name: str | dict[str, Any], tokenizer_dir: str, device: str, dtype: torch.dtype) -> Any:
+    """Construct both models directly on ``device`` in ``dtype`` with their default random init.
+
+    ``size_name`` names one of ``SIZES`` or is a dict laid out like them (the CPU proxies of the other benchmarks).
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer
 
-    size = SIZES[size_name]
+    size = SIZES[size_name] if isinstance(size_name, str) else size_name
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # 20B + 7B parameters built straight in bf16: 54 GB, not 108
     try:
@@ -91,9 +95,10 @@ def build(size_name: str, tokenizer_dir: str, device: str, dtype: torch.dtype) -
     return QwenImagePipeline(FlowMatchEulerDiscreteScheduler(), None, text_encoder.eval(), tokenizer, transformer)
 
 
-def flow_loss(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor | None, resolution: int,
+def flow_loss(pipe: Any, encoded: tuple[torch.Tensor, torch.Tensor | None], resolution: int,
               generator: torch.Generator) -> torch.Tensor:
     """One flow-matching loss at ``resolution`` px (8x VAE, 2x2 patches -> (res/16)^2 image tokens)."""
+    embeds, mask = encoded
     side = resolution // 16
     device, dtype = pipe.transformer.device, pipe.transformer.dtype
     latents = torch.randn(1, side * side, 64, generator=generator).to(device, dtype)
@@ -108,32 +113,53 @@ def flow_loss(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor | None, resolu
 ARMS = ("baseline", "zero_prior", "zero_prior_full_encode", "zero_prior_pivot")
 
 
-def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> dict[str, float]:
-    """Time ``steps`` optimizer steps of one arm; returns median step seconds and peak memory."""
+def encode_prompt(pipe: Any, prompt: str, device: torch.device) -> Any:
+    """The pipeline's own prompt encoding (what ai-toolkit calls without the prefix cache)."""
+    return pipe.encode_prompt(prompt, device=device)
+
+
+def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int, template: str = PROMPT,
+            family: Any = None, encode_full: Callable[[Any, str, torch.device], Any] = encode_prompt,
+            loss: Callable[[Any, Any, int, torch.Generator], torch.Tensor] = flow_loss,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Time ``steps`` optimizer steps of one arm; returns median step seconds and peak memory.
+
+    ``template`` is the caption, ``{}`` the subject ("a person" for the baseline, the placeholder otherwise).
+    ``family`` (default Qwen-Image), ``encode_full`` and ``loss`` make the same arms run another family
+    (``gpu_zimage.py``). ``clock`` times the steps: wall time here; the CPU proxy on a shared machine passes
+    ``time.process_time`` (one thread), which other processes' load does not inflate.
+    """
+    from zero_prior.models import DEFAULT_FAMILY
     from zero_prior.placeholder.config import PlaceholderConfig
     from zero_prior.placeholder.prepare import add_placeholders
     from zero_prior.training.prefix_cache import PrefixCache
+
+    family = family or DEFAULT_FAMILY
 
     device = pipe.transformer.device
     lora = [p for p in pipe.transformer.parameters() if p.requires_grad]
     groups = [{"params": lora, "weight_decay": 0.01}]
     placeholders = []
-    prompt = PROMPT.format("a person")
+    prompt = template.format("a person")
     if arm.startswith("zero_prior"):
-        placeholders = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()])
+        placeholders = add_placeholders(pipe.text_encoder, pipe.tokenizer, [PlaceholderConfig()], family=family)
         groups.append({"params": [p.vectors for p in placeholders], "weight_decay": 0.0, "lr": 5e-4})
-        prompt = PROMPT.format("<zwx>")
+        prompt = template.format("<zwx>")
     if arm == "zero_prior":
-        encode = PrefixCache.from_pipeline(pipe, placeholders).encode
+        cache = PrefixCache.from_pipeline(pipe, placeholders)
+
+        def encode(prompt: str, device: torch.device) -> Any:
+            return cache.encode(prompt, device=device)
     elif arm == "zero_prior_full_encode":
-        encode = pipe.encode_prompt
+        def encode(prompt: str, device: torch.device) -> Any:
+            return encode_full(pipe, prompt, device)
     else:  # baseline and after the pivot: encoded once, no gradient
         for placeholder in placeholders:
             placeholder.vectors.requires_grad_(False)
         with torch.no_grad():
-            cached = pipe.encode_prompt(prompt, device=device)
+            cached = encode_full(pipe, prompt, device)
 
-        def encode(prompt: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        def encode(prompt: str, device: torch.device) -> Any:
             return cached
     optimizer = torch.optim.AdamW(groups, lr=1e-4)
     generator = torch.Generator().manual_seed(0)
@@ -142,14 +168,13 @@ def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int) -> di
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         optimizer.zero_grad(set_to_none=True)
-        embeds, mask = encode(prompt, device=device)
-        flow_loss(pipe, embeds, mask, resolution, generator).backward()
+        loss(pipe, encode(prompt, device=device), resolution, generator).backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     for placeholder in placeholders:
         placeholder.detach()

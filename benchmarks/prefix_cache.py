@@ -9,6 +9,13 @@ measure of activation memory, not an allocator peak. On CUDA the allocator
 peak (``max_memory_allocated``) is reported as well.
 
     python benchmarks/prefix_cache.py [--steps 50] [--rounds 3] [--batch 1]
+
+``--fingerprint``: the per-call cost of the ``"version"`` fingerprint at the
+real encoder's tensor count (Qwen2.5-VL 7B with its 32-block vision tower,
+as ``QwenImagePipeline`` loads it, built on the meta device: no memory),
+against walking the module tree on every call as it did before.
+
+    python benchmarks/prefix_cache.py --fingerprint
 """
 
 from __future__ import annotations
@@ -62,12 +69,44 @@ def full_without_lm_head(pipe, prompts, device) -> torch.Tensor:
     return hidden[:, pipe.prompt_template_encode_start_idx :]
 
 
+def fingerprint_cost(calls: int = 200) -> None:
+    """Milliseconds per ``"version"`` fingerprint on a meta-device full-size encoder, now and with a walk per call."""
+    from gpu_step import SIZES, text_encoder_config
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from zero_prior.testbed import load_qwen_tokenizer
+
+    config = text_encoder_config(SIZES["full"])
+    config.vision_config.update({"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+                                 "fullatt_block_indexes": [7, 15, 23, 31]})
+    with torch.device("meta"):
+        encoder = Qwen2_5_VLForConditionalGeneration(config)
+    cache = PrefixCache(encoder, load_qwen_tokenizer(), [151665])
+
+    def walk() -> tuple:  # the fingerprint as computed before: every tensor found by a walk on every call
+        tensors = [*encoder.parameters(), *encoder.buffers()]
+        return tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)) for t in tensors)
+
+    tensors = len([*encoder.parameters(), *encoder.buffers()])
+    arms = (("tree walk per call (before)", walk), ("slots found once (now)", cache._compute_fingerprint))
+    for name, compute in arms:
+        compute()
+        start = time.perf_counter()
+        for _ in range(calls):
+            compute()
+        print(f"{name:28s} {(time.perf_counter() - start) / calls * 1e3:7.3f} ms per call, {tensors} tensors")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--fingerprint", action="store_true", help="only the fingerprint's cost at full size")
     args = parser.parse_args()
+    if args.fingerprint:
+        fingerprint_cost()
+        return
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pipe = QwenImagePipeline.from_pretrained(str(cached_tiny_pipeline(seed=0)), torch_dtype=torch.float32).to(device)

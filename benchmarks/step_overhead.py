@@ -20,7 +20,19 @@ median of per-round), peak and end-of-run RSS, and the extra memory of the
 trainable state at Qwen-Image's real size against ai-toolkit's whole-matrix
 ``embedding:`` approach.
 
-    python benchmarks/step_overhead.py [--steps 25] [--rounds 3] [--warmup 5]
+    python benchmarks/step_overhead.py [--steps 25] [--rounds 3] [--warmup 5] [--family zimage]
+
+``--family`` runs the family's tiny test bed under its ai-toolkit arch
+(Qwen-Image-Edit-Plus with control images encoded at the target size, as
+the tests do); where the family refuses the prefix cache, ``zero_prior``
+encodes the whole prompt and the ``zero_prior_full_encode`` arm is dropped.
+
+``--proxy``: the proportional CPU proxy of the Qwen-Image step instead
+(``_step_proxy.py``: real depths and token counts at 1/``--scale`` width;
+defaults 3 rounds of 3 steps, 1 dropped), with the physical floor of
+``flops.py``.
+
+    python benchmarks/step_overhead.py --proxy [--scale 32] [--rounds 3] [--steps 3] [--warmup 1]
 """
 
 from __future__ import annotations
@@ -38,9 +50,15 @@ from pathlib import Path
 from zero_prior.aitk.checkout import find_ai_toolkit
 from zero_prior.aitk.launch import load_config_template, stage_ai_toolkit, write_config
 from zero_prior.config_examples import example_path
+from zero_prior.models import FAMILY_NAMES, ModelFamily, family_named
+from zero_prior.models.qwen_image import QWEN_IMAGE
 from zero_prior.testbed import cached_tiny_pipeline, make_subject_dataset
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from aitk_cases import edit_plus  # noqa: E402  (the tests' Edit-Plus job settings)
+
 # Qwen-Image's text-encoder embedding: rows x hidden.
 REAL_ROWS, REAL_HIDDEN = 152064, 3584
 
@@ -74,10 +92,14 @@ RATIOS = [("zero_prior", "baseline"), ("zero_prior", "baseline_cached"), ("zero_
           ("zero_prior_pivot", "baseline")]
 
 
-def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int) -> dict:
-    """tiny_cpu.yaml as arm ``arm`` runs it: only training steps inside the timed window."""
+def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int, family: ModelFamily = QWEN_IMAGE,
+               control: Path | None = None) -> dict:
+    """tiny_cpu.yaml as arm ``arm`` runs it for ``family``: only training steps inside the timed window."""
     config = load_config_template(example_path("tiny_cpu.yaml"), values)
     process = config["config"]["process"][0]
+    process["model"]["arch"] = family.aitk_arch
+    if family.control_images:
+        edit_plus(process, str(control))
     config["config"]["name"] = arm
     process["train"].update(train_placeholder_token=arm.startswith("zero_prior"), steps=steps)
     process["sample"]["sample_every"] = steps * 10
@@ -91,42 +113,61 @@ def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=None, help="default 25 (3 with --proxy)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=5, help="steps dropped from the start of each run")
+    parser.add_argument("--warmup", type=int, default=None, help="steps dropped per run; default 5 (1 with --proxy)")
+    parser.add_argument("--proxy", action="store_true", help="the proportional Qwen-Image proxy (see _step_proxy.py)")
+    parser.add_argument("--scale", type=int, choices=(16, 32), default=32, help="--proxy: width divisor")
+    parser.add_argument("--family", choices=FAMILY_NAMES, default=QWEN_IMAGE.name, help="the tiny test bed's family")
     args = parser.parse_args()
+    if args.proxy:
+        from _step_proxy import run
+
+        steps, warmup = args.steps or 3, 1 if args.warmup is None else args.warmup
+        if steps <= warmup:
+            parser.error("--steps must be above --warmup")
+        run(args.scale, args.rounds, steps, warmup)
+        return
+    args.steps = args.steps or 25
+    args.warmup = 5 if args.warmup is None else args.warmup
     if args.warmup < 2 or args.steps <= args.warmup:
         parser.error("--warmup must be at least 2 (the pivot arm pivots in the warm-up) and below --steps")
-    steps: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    peak: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    end: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    round_ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in RATIOS}
+    family = family_named(args.family)
+    arms = [arm for arm in ARMS if arm != "zero_prior_full_encode" or family.prefix_cache_refusal() is None]
+    ratios = [pair for pair in RATIOS if set(pair) <= set(arms)]
+    steps: dict[str, list[float]] = {arm: [] for arm in arms}
+    peak: dict[str, list[float]] = {arm: [] for arm in arms}
+    end: dict[str, list[float]] = {arm: [] for arm in arms}
+    round_ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in ratios}
     with tempfile.TemporaryDirectory(prefix="zero_prior_bench_") as tmp_name:
         tmp = Path(tmp_name)
         root = stage_ai_toolkit(find_ai_toolkit(), tmp)
-        dataset = tmp / "subject"
-        make_subject_dataset(dataset, num_images=8, size=64)
+        dataset, control = tmp / "subject", tmp / "control"
+        make_subject_dataset(dataset, num_images=8, size=64, control_dir=control if family.control_images else None)
+        model = cached_tiny_pipeline(family=family.name)
+        print(f"family {family.name} (tiny test bed, arch {family.aitk_arch}); arms {', '.join(arms)}")
         for round_index in range(args.rounds):
             medians = {}
-            for arm in ARMS:
-                values = {"MODEL_PATH": str(cached_tiny_pipeline()), "DATASET_PATH": str(dataset),
+            for arm in arms:
+                values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset),
                           "TRAINING_FOLDER": str(tmp / f"runs{round_index}")}
-                path = write_config(arm_config(arm, values, args.steps, args.warmup), tmp / f"{arm}{round_index}.yaml")
+                path = write_config(arm_config(arm, values, args.steps, args.warmup, family, control),
+                                    tmp / f"{arm}{round_index}.yaml")
                 measured = run_arm(root, path, tmp / f"{arm}{round_index}.json")
                 kept = measured["step_seconds"][args.warmup:]
                 steps[arm].extend(kept)
                 peak[arm].append(measured["peak_rss_mib"])
                 end[arm].append(measured["end_rss_mib"])
                 medians[arm] = statistics.median(kept)
-            for pair in RATIOS:
+            for pair in ratios:
                 round_ratios[pair].append(medians[pair[0]] / medians[pair[1]])
-            print(f"round {round_index + 1}: " + ", ".join(f"{arm} {medians[arm] * 1000:.1f} ms" for arm in ARMS))
+            print(f"round {round_index + 1}: " + ", ".join(f"{arm} {medians[arm] * 1000:.1f} ms" for arm in arms))
     pooled = {arm: statistics.median(values) for arm, values in steps.items()}
     print(f"median step (pooled, {len(steps['baseline'])} steps per arm after {args.warmup} warm-up steps per run):")
-    for arm in ARMS:
+    for arm in arms:
         print(f"  {arm:24s} {pooled[arm] * 1000:7.1f} ms   peak RSS {max(peak[arm]):6.0f} MiB   "
               f"RSS at the end {max(end[arm]):6.0f} MiB")
-    for pair in RATIOS:
+    for pair in ratios:
         print(f"ratio {pair[0]} / {pair[1]}: pooled {pooled[pair[0]] / pooled[pair[1]]:.3f}, "
               f"median of per-round {statistics.median(round_ratios[pair]):.3f}, "
               f"peak RSS {max(peak[pair[0]]) / max(peak[pair[1]]):.3f}")

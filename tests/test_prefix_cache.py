@@ -112,6 +112,26 @@ def test_weight_change_invalidates(setup):
     assert _relative(embeds.detach(), ref.detach()) <= TOLERANCE
 
 
+def test_replaced_weights_invalidate(setup):
+    """A tensor or module put in place of an encoder's own (no in-place write) is seen too."""
+    pipe, placeholders = setup
+    cache = PrefixCache.from_pipeline(pipe, placeholders)
+    prompt = ["a photo of <zwx>, smiling"]
+    cache.encode(prompt)
+    mlp = pipe.text_encoder.model.language_model.layers[0].mlp
+    mlp.up_proj._parameters["weight"] = torch.nn.Parameter(mlp.up_proj.weight.detach() * 1.5)  # no registration
+    cache.encode(prompt)
+    replacement = torch.nn.Linear(mlp.down_proj.in_features, mlp.down_proj.out_features, bias=False)
+    mlp.down_proj = replacement  # a new submodule: its tensors are found by a new walk
+    cache.encode(prompt)
+    with torch.no_grad():
+        replacement.weight.mul_(0.5)  # and an in-place write to the new module's weight is seen
+    embeds, _ = cache.encode(prompt)
+    assert cache.stats.invalidations == 3 and cache.stats.misses == 4
+    ref, _ = pipe.encode_prompt(prompt, device="cpu")
+    assert _relative(embeds.detach(), ref.detach()) <= TOLERANCE
+
+
 def test_data_writes_need_digest(setup):
     pipe, placeholders = setup
     weight = pipe.text_encoder.model.language_model.layers[0].mlp.up_proj.weight

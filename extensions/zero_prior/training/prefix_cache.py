@@ -26,10 +26,14 @@ one entry, and a caption whose prefix tokenizes differently (new tokenizer
 entries, an edited caption) can never hit a stale one. Every entry is dropped
 when the text encoder's weights change, detected by a fingerprint:
 ``"version"`` (default) compares every parameter's and buffer's storage
-pointer, in-place version counter, shape, dtype and device; it is
-free, but misses writes through ``param.data``. ``"digest"`` adds per-tensor
-float64 sums (one pass over the weights per call); ``"manual"`` trusts the
-caller to call ``invalidate()``.
+pointer, in-place version counter and dtype, but misses writes through
+``param.data``. ``"digest"`` adds per-tensor float64 sums (one pass over the
+weights per call); ``"manual"`` trusts the caller to call ``invalidate()``.
+Where each tensor lives (``_TensorSlots``) is found once and found again only
+after a module, parameter or buffer was registered anywhere (torch's global
+registration hooks): walking the module tree costs milliseconds per call at
+the real encoder's ~750 tensors, reading the slots about a tenth of a
+millisecond (``benchmarks/prefix_cache.py --fingerprint``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,51 @@ from ..models import DEFAULT_FAMILY, ModelFamily, family_for_pipeline
 from ..placeholder.splice import PlaceholderEmbedding
 
 FINGERPRINTS = ("version", "digest", "manual")
+
+# Bumped by torch's global hooks whenever any module, parameter or buffer is registered (see _TensorSlots).
+_registrations = 0
+_hooks_installed = False
+
+
+def _count_registration(*_: object) -> None:
+    global _registrations
+    _registrations += 1
+
+
+def _install_registration_hooks() -> None:
+    """Count registrations process-wide (once per process); the hooks change nothing they see."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    from torch.nn.modules import module
+
+    module.register_module_module_registration_hook(_count_registration)
+    module.register_module_parameter_registration_hook(_count_registration)
+    module.register_module_buffer_registration_hook(_count_registration)
+    _hooks_installed = True
+
+
+class _TensorSlots:
+    """The ``(_parameters or _buffers dict, name)`` of every tensor of a module tree, found by one walk.
+
+    Reading a slot gets the tensor the module holds now, so a tensor put into
+    an existing slot (``module.weight = ...``, ``_parameters[name] = ...``)
+    is seen without a new walk; a new slot or submodule can only appear
+    through a registration, after which ``current`` walks the tree again.
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        _install_registration_hooks()
+        self.root = root
+        self.generation = -1
+        self.slots: list[tuple[dict, str]] = []
+
+    def current(self) -> list[torch.Tensor | None]:
+        if self.generation != _registrations:
+            self.generation = _registrations
+            self.slots = [(store, name) for module in self.root.modules()
+                          for store in (module._parameters, module._buffers) for name in store]
+        return [store.get(name) for store, name in self.slots]
 
 
 @dataclass
@@ -121,6 +170,7 @@ class PrefixCache:
         self._entries: OrderedDict[tuple[int, ...], _Prefix] = OrderedDict()
         self._bytes = 0
         self._fingerprint: tuple | None = None
+        self._slots = _TensorSlots(text_encoder)
         layer_types = getattr(self._language_model.config, "layer_types", None) or []
         if any(kind != "full_attention" for kind in layer_types):
             raise PlaceholderError(
@@ -268,8 +318,9 @@ class PrefixCache:
             self._fingerprint = current
 
     def _compute_fingerprint(self) -> tuple:
-        tensors = [*self.text_encoder.parameters(), *self.text_encoder.buffers()]
-        meta = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)) for t in tensors)
+        tensors = [t for t in self._slots.current() if t is not None]
+        # Shape and device changes come with a new storage (pointer); a slot emptied shortens the tuple.
+        meta = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         if self.fingerprint_kind != "digest":
             return meta
         with torch.no_grad():

@@ -22,7 +22,8 @@ import torch
 
 from ..placeholder.vocabulary import RegisteredToken, rebuild_added_tokens
 
-# text_encoder.config attribute; a list of {"adapter", "lora_sha256", "fingerprint": {"module", "sha256"}}.
+# text_encoder.config attribute; a list of {"adapter", "lora_sha256", "fingerprint": {"module", "rows", "sha256"}}
+# ("rows": how many rows weight_digest hashed; absent in records that hashed the whole weight).
 APPLIED_KEY = "zero_prior_applied"
 _STATE = "_zero_prior_applied"
 
@@ -81,9 +82,10 @@ def set_saved_records(text_encoder: Any, records: list[dict[str, Any]]) -> None:
 def write_rows(text_encoder: Any, state: AppliedState, ids: tuple[int, ...], vectors: torch.Tensor) -> None:
     """Write ``vectors`` into the embedding rows ``ids``, remembering each row's value before its first write."""
     weight = text_encoder.get_input_embeddings().weight
-    for row in ids:
+    vectors = vectors.to(device=weight.device, dtype=weight.dtype)
+    for row, vector in zip(ids, vectors, strict=True):  # row by row: an index_put costs ~10 ms on a busy CPU
         state.original_rows.setdefault(row, weight[row].detach().cpu().clone())
-    weight[list(ids)] = vectors.to(device=weight.device, dtype=weight.dtype)
+        weight[row] = vector
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from ..models import FAMILY_NAMES, ModelFamily, family_for_pipeline, family_name
 from ..placeholder.config import PlaceholderConfig
 from ..placeholder.expansion import install_expansion, remove_expansion
 from ..placeholder.splice import ensure_embedding_rows
-from ..placeholder.vocabulary import RegisteredToken, check_placeholders, register_placeholders
+from ..placeholder.vocabulary import RegisteredToken, check_placeholders, entry_id, register_placeholders
 from .applied import (
     AppliedFile,
     AppliedState,
@@ -49,7 +49,7 @@ from .applied import (
     write_rows,
 )
 from .format import StoredPlaceholder, ZeroPriorRecord, vector_sha256
-from .lora_check import check_fits, lora_digest, read_lora, stored_keys, weight_digest
+from .lora_check import DIGEST_ROWS, check_fits, lora_digest, read_lora, stored_keys, weight_digest
 from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def _load(
         raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass another "
                                "adapter_name")
     active = list(pipe.get_active_adapters())
-    fingerprint = {"module": modules[0], "sha256": weight_digest(pipe.transformer, modules[0])}
+    fingerprint = {"module": modules[0], "rows": DIGEST_ROWS, "sha256": weight_digest(pipe.transformer, modules[0])}
 
     # --- everything is checked; from here on the pipeline changes (rolled back on any failure) ---
     result = LoadResult(package.source, name, lora_scale, len(lora), token_scale)
@@ -237,14 +237,13 @@ def _plan_placeholders(
             f"encoder has {embedding.embedding_dim}; the file was trained for another base model: load it into "
             "the model it was trained for"
         )
-    vocab = tokenizers[0].get_vocab()
     plan = []
     for stored in record.placeholders:
         config = _config(stored)
         if list(config.token_strings) != list(stored.token_strings):
             raise FormatError(f"{path}: placeholder {stored.token!r} lists entries {stored.token_strings}, expected "
                               f"{list(config.token_strings)}; use the file the training wrote, or download it again")
-        present = [entry for entry in stored.token_strings if entry in vocab]
+        present = [entry for entry in stored.token_strings if entry_id(tokenizers[0], entry) is not None]
         existing = _existing(tokenizers, text_encoder, stored, present, path, token_scale) if present else None
         plan.append((stored, existing))
     check_placeholders(tokenizers, [_config(stored) for stored, existing in plan if existing is None], family)
@@ -307,7 +306,7 @@ def _refuse_fused(pipe: Any, text_encoder: Any, digest: str, label: str) -> None
         if saved["lora_sha256"] != digest or saved["adapter"] in present:
             continue
         module = saved["fingerprint"]["module"]
-        if weight_digest(pipe.transformer, module) != saved["fingerprint"]["sha256"]:
+        if weight_digest(pipe.transformer, module, saved["fingerprint"].get("rows")) != saved["fingerprint"]["sha256"]:
             raise PlaceholderError(
                 f"{label} was already applied to this pipeline and its weights have changed since (fused with "
                 "fuse_lora, then saved?), so loading it again would apply the LoRA twice; use the pipeline as it "

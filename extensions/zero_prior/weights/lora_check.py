@@ -74,15 +74,28 @@ def lora_digest(state: dict[str, torch.Tensor]) -> str:
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(f"{key}:{tensor.dtype}:{list(tensor.shape)};".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.view(torch.uint8).numpy())  # the array's buffer itself: no copy
     return digest.hexdigest()
 
 
-def weight_digest(transformer: torch.nn.Module, module_name: str) -> str:
-    """sha256 of a module's base weight (under a peft wrapper too): tells whether a LoRA was fused into it."""
+# Rows of a module's weight that ``weight_digest`` hashes: a fused LoRA adds B @ A, which changes every row whose
+# row of B is not zero (all of them, once trained); hashing 64 evenly spaced rows of a 3072-row weight reads 2%
+# of it (about 1 ms instead of 40-70 ms for the whole weight on the CPU, plus its copy off a GPU).
+DIGEST_ROWS = 64
+
+
+def weight_digest(transformer: torch.nn.Module, module_name: str, rows: int | None = DIGEST_ROWS) -> str:
+    """sha256 of a module's base weight (under a peft wrapper too): tells whether a LoRA was fused into it.
+
+    ``rows`` evenly spaced rows are hashed (every row with None, as records written before ``DIGEST_ROWS``
+    were); the bytes are hashed as stored, so the digest is the same on every device.
+    """
     module = transformer.get_submodule(module_name)
-    weight = getattr(module, "base_layer", module).weight.detach().cpu().contiguous()
-    return hashlib.sha256(weight.view(torch.uint8).numpy().tobytes()).hexdigest()
+    weight = getattr(module, "base_layer", module).weight.detach()
+    if rows is not None:  # row by row: a strided gather runs a parallel kernel that costs ~10 ms on a busy CPU
+        weight = torch.stack([weight[row] for row in range(0, weight.shape[0], max(1, -(-weight.shape[0] // rows)))])
+    weight = weight.cpu().contiguous()
+    return hashlib.sha256(weight.view(torch.uint8).numpy()).hexdigest()
 
 
 def _check_pair(transformer: torch.nn.Module, module_name: str, parts: dict[str, torch.Tensor], label: str) -> None:
