@@ -269,3 +269,14 @@ def test_plain_lora_exports_as_a_baseline(trained, tmp_path, tiny_pipeline_dir):
     assert meta["train_placeholder_token"] is False and meta["placeholder_token"] is None
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     assert load_zero_prior(pipe, result.output).tokens == [] and len(pipe.tokenizer) == BASE_VOCAB
+
+
+def test_a_comfyui_export_of_a_family_the_node_does_not_cover_does_not_point_to_the_node(trained, tmp_path):
+    from dataclasses import replace
+
+    record = replace(read_zero_prior(trained.path), family="zimage")
+    zimage = save_lora_file(tmp_path / "zimage.safetensors", load_file(trained.path), record=record)
+    result = export_weights(zimage, tmp_path / "out", "comfyui")
+    assert not any("Load zero-prior LoRA" in note for note in result.notes)
+    readme = (tmp_path / "out" / "README.txt").read_text()
+    assert "trained for Z-Image" in readme and "Generate with diffusers" in readme

@@ -61,6 +61,27 @@ def test_merged_with_a_zero_update_it_generates_as_the_trained_file(trained, tin
     torch.testing.assert_close(output, trained.output, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # a pipeline load and a fuse: about 5 s
+def test_files_on_different_modules_load_each_at_its_own_strength(trained, tiny_pipeline_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    # A style LoRA on half of the subject's modules: merged ranks differ per module unless the merge evens them.
+    full = load_file(_plain_lora(trained.path, tmp_path / "full_style.safetensors", seed=3))
+    half = sorted(key[: -len(".lora_A.weight")] for key in full if key.endswith(".lora_A.weight"))[::2]
+    style = save_lora_file(tmp_path / "style.safetensors", {
+        key: value for key, value in full.items() if key.rsplit(".lora_", 1)[0] in half})
+    merged = merge_loras([trained.path, style], tmp_path / "merged.safetensors", [1.0, 0.5]).path
+    ours, theirs = _updates(trained.path), _updates(style)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    before = {name: module.weight.detach().clone() for name, module in pipe.transformer.named_modules()
+              if hasattr(module, "weight") and isinstance(module, torch.nn.Linear)}
+    load_zero_prior(pipe, merged)
+    pipe.fuse_lora(lora_scale=1.0)
+    for module, update in ours.items():
+        name = module.split(".", 1)[1]  # the file's prefix (diffusion_model. / transformer.) off
+        expected = update + 0.5 * theirs[module] if module in theirs else update
+        delta = pipe.transformer.get_submodule(name).weight.detach() - before[name]
+        torch.testing.assert_close(delta, expected, rtol=1e-3, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
 def test_two_vectors_for_one_token_are_refused_before_writing(trained, tmp_path: Path) -> None:
     record = read_zero_prior(trained.path)
     moved = [replace(record.placeholders[0], vectors=record.placeholders[0].vectors + 1e-3),

@@ -180,6 +180,26 @@ def test_metric_models_are_loaded_strictly_and_identified(tiny_clip_dir, tiny_di
     assert identity["sha256"] == {"model.safetensors": sha256_file(tiny_dino_dir / "model.safetensors")}
 
 
+def test_an_older_checkpoint_with_computed_buffers_loads_and_a_stray_weight_does_not(tiny_clip_dir, tmp_path):
+    """CLIP checkpoints saved before transformers 5 hold ``position_ids``, which the model computes: not a defect."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    older = tmp_path / "older_clip"
+    shutil.copytree(tiny_clip_dir, older)
+    weights = load_file(older / "model.safetensors")
+    weights["text_model.embeddings.position_ids"] = torch.arange(77)[None]
+    weights["vision_model.embeddings.position_ids"] = torch.arange(17)[None]
+    save_file(weights, older / "model.safetensors", metadata={"format": "pt"})
+    assert ClipScorer.load(older).name == str(older)
+    weights["text_model.extra_head.weight"] = torch.zeros(2, 2)
+    save_file(weights, older / "model.safetensors", metadata={"format": "pt"})
+    stray = r"1 unexpected weight\(s\) \(e.g. text_model.extra_head.weight\)"
+    with pytest.raises(MetricUnavailableError, match=stray):
+        ClipScorer.load(older)
+
 def test_tiny_metric_models_load_as_the_evaluation_loads_them(tmp_path, monkeypatch):
     """``zero-prior metric-models --tiny``: CLIP, DINOv2 and an LPIPS backbone, each labelled random."""
     from zero_prior.cli import main

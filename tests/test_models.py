@@ -94,3 +94,13 @@ def test_generate_images_guides_each_family_with_its_own_argument(pipe) -> None:
                                      true_cfg_scale=scale, negative_prompt="blurry")[0] for scale in (1.0, 3.0))
     assert plain.size == guided.size == (64, 64)
     assert plain.tobytes() != guided.tobytes()  # the guidance argument reached the pipeline
+
+
+@pytest.mark.parametrize("prefix", ["diffusion_model.", "base_model.model."])
+def test_flux2_refuses_a_final_modulation_lora_under_either_prefix(prefix: str) -> None:
+    from zero_prior.models.flux2_klein import FLUX2_KLEIN
+
+    block = f"{prefix}double_blocks.0.img_attn.qkv.lora_A.weight"
+    assert FLUX2_KLEIN.lora_refusal([block]) is None
+    assert "final_layer.adaLN_modulation.1" in FLUX2_KLEIN.lora_refusal(
+        [block, f"{prefix}final_layer.adaLN_modulation.1.lora_A.weight"])

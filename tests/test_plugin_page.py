@@ -70,3 +70,14 @@ def test_a_refusal_outside_the_ui_writes_nothing(tmp_path: Path, monkeypatch: py
     assert record_refusal({"sqlite_db_path": str(database)}, "refused: fix it")
     with sqlite3.connect(database) as connection:
         assert connection.execute("SELECT status, info FROM Job").fetchall() == [("error", "refused: fix it")]
+
+
+def test_a_database_that_refuses_the_write_does_not_hide_the_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    database = tmp_path / "aitk_db.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE Other (id TEXT)")  # no Job table: the UPDATE fails
+    monkeypatch.setenv(JOB_ID_ENV, "job")
+    assert not record_refusal({"sqlite_db_path": str(database)}, "train.steps: must be a number")
+    err = capsys.readouterr().err
+    assert "could not mark UI job job as failed" in err and "the job was refused: train.steps: must be a number" in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Mapping
 from contextlib import closing
 from typing import Any
@@ -33,7 +34,8 @@ def ui_job_row(process: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def record_refusal(process: Mapping[str, Any], message: str) -> bool:
-    """Mark the UI job of ``process`` as ``error`` with ``message``; False (nothing written) outside the UI.
+    """Mark the UI job of ``process`` as ``error`` with ``message``; False (nothing written) outside the UI
+    or when the database refuses the write (said on stderr, so the refusal is not hidden behind it).
 
     Example::
 
@@ -43,6 +45,11 @@ def record_refusal(process: Mapping[str, Any], message: str) -> bool:
     if row is None:
         return False
     database, job_id = row
-    with closing(sqlite3.connect(database, timeout=30.0)) as connection, connection:
-        connection.execute("UPDATE Job SET status = ?, info = ? WHERE id = ?", ("error", message, job_id))
+    try:
+        with closing(sqlite3.connect(database, timeout=30.0)) as connection, connection:
+            connection.execute("UPDATE Job SET status = ?, info = ? WHERE id = ?", ("error", message, job_id))
+    except sqlite3.Error as error:  # the refusal itself must still reach the log, not a database traceback
+        print(f"zero-prior: could not mark UI job {job_id} as failed in {database} ({error}); the job was refused: "
+              f"{message}", file=sys.stderr)
+        return False
     return True

@@ -33,8 +33,10 @@ from .family import ModelFamily
 PROMPT_TEMPLATE = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 # diffusers' Flux2KleinPipeline max_sequence_length (the template counts).
 MAX_LENGTH = 512
-# ai-toolkit's key for a LoRA on the final layer's modulation (only with network.transformer_only: false).
-AITK_FINAL_MODULATION = "diffusion_model.final_layer.adaLN_modulation.1."
+# The final layer's modulation in BFL names (ai-toolkit puts a LoRA there only with network.transformer_only:
+# false), under either key prefix diffusers sends through its FLUX.2 LoRA converter.
+AITK_PREFIX, PEFT_PREFIX = "diffusion_model.", "base_model.model."
+FINAL_MODULATION = "final_layer.adaLN_modulation.1."
 
 
 class Flux2KleinFamily(ModelFamily):
@@ -56,7 +58,9 @@ class Flux2KleinFamily(ModelFamily):
         return {"negative_prompt_embeds": embeds}
 
     def lora_refusal(self, keys: list[str]) -> str | None:
-        if not any(key.startswith(AITK_FINAL_MODULATION) for key in keys):
+        # diffusers reads peft-style keys (base_model.model.) through the same converter as ai-toolkit's.
+        if not any(key.removeprefix(PEFT_PREFIX).removeprefix(AITK_PREFIX).startswith(FINAL_MODULATION)
+                   for key in keys):
             return None
         return ("it holds a LoRA on ai-toolkit's final_layer.adaLN_modulation.1 (trained with "
                 "network.transformer_only: false), which diffusers' FLUX.2 LoRA converter maps to norm_out.linear "

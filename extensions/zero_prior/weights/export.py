@@ -127,7 +127,7 @@ def _write_comfyui(package: WeightsPackage, folder: Path) -> ExportResult:
     (folder / COMFYUI_README).write_text(_comfyui_readme(lora_name, embeddings, family), encoding="utf-8")
     files += [META_JSON, COMFYUI_README]
     notes = _notes(package)
-    if embeddings:
+    if embeddings and family in COMFYUI_NODE_FAMILIES:
         notes.append(f"ComfyUI: load {lora_name} with the node \"Load zero-prior LoRA\" (zero-prior install "
                      f"--comfyui PATH) and write the token as trained; see {COMFYUI_README}")
     return ExportResult("comfyui", folder, files, notes)

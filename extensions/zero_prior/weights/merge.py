@@ -6,7 +6,10 @@ file has no placeholder record and the token means nothing. This merge keeps
 the record, and it merges exactly: each module's down (A) matrices are
 stacked and its up (B) matrices placed side by side, scaled by the file's
 strength and its ``alpha / rank``, so the merged update is the sum of the
-inputs' updates (the rank is the sum of the ranks).
+inputs' updates. Every module is written at one rank (the largest sum of
+ranks, smaller ones padded with zero rows): a file without alphas is read by
+diffusers with one alpha for all modules, so modules of different ranks
+would otherwise be applied at different strengths.
 
 One file can carry one set of vectors for a token: inputs whose placeholder
 records differ (another vector for the same token, or other tokens, which got
@@ -45,13 +48,13 @@ class MergeResult:
 
     path: Path
     modules: int
-    rank: int  # the largest merged rank
+    rank: int  # every module's rank in the merged file
     placeholder_from: Path | None
 
     def summary(self) -> str:
         kept = (f"the placeholder of {self.placeholder_from.name} kept" if self.placeholder_from is not None
                 else "no placeholder in the inputs")
-        return f"wrote {self.path}: {self.modules} LoRA modules (rank up to {self.rank}), {kept}"
+        return f"wrote {self.path}: {self.modules} LoRA modules (rank {self.rank}), {kept}"
 
 
 def merge_loras(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
@@ -78,22 +81,25 @@ def merge_loras(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
         alpha_style = alpha_style or any(key.endswith(ALPHA_SUFFIX) for key in tensors)
         for module, pair in _pairs(tensors, path, strength).items():
             pairs.setdefault(module, []).append(pair)
+    # Every module gets the same rank: a file without alphas is read by diffusers with the first module's rank
+    # as every module's alpha, so modules of other ranks would be scaled by that ratio. Zero rows pad.
+    rank = max((sum(i.down.shape[0] for i in items) for items in pairs.values()), default=0)
     merged: dict[str, torch.Tensor] = {}
     for module, items in pairs.items():
         name, suffix = module.split("\0")
         _check_shapes(name, items, paths)
-        merged[name + suffix] = torch.cat([item.down.float() for item in items], dim=0).to(dtype)
-        ups = [item.up.float() * item.scale for item in items]
-        merged[name + UP_FOR_DOWN[suffix]] = torch.cat(ups, dim=1).to(dtype)
+        down = torch.cat([item.down.float() for item in items], dim=0)
+        up = torch.cat([item.up.float() * item.scale for item in items], dim=1)
+        merged[name + suffix] = torch.nn.functional.pad(down, (0, 0, 0, rank - down.shape[0])).to(dtype)
+        merged[name + UP_FOR_DOWN[suffix]] = torch.nn.functional.pad(up, (0, rank - up.shape[1])).to(dtype)
         if alpha_style:  # alpha == rank: the merged update is applied at scale 1
-            merged[name + ALPHA_SUFFIX] = torch.tensor(float(sum(i.down.shape[0] for i in items)))
+            merged[name + ALPHA_SUFFIX] = torch.tensor(float(rank))
     if record is not None:
         merged_from = [{"file": path.name, "strength": strength} for path, strength in zip(paths, strengths)]
         record = replace(record, extra={**record.extra, "merged_from": merged_from})
     header = {"zero_prior_merge": json.dumps([[p.name, s] for p, s in zip(paths, strengths)])}
     save_lora_file(output, merged, header, record)
-    ranks = [sum(i.down.shape[0] for i in items) for items in pairs.values()]
-    return MergeResult(output, len(pairs), max(ranks, default=0), source)
+    return MergeResult(output, len(pairs), rank, source)
 
 
 def _check_arguments(paths: list[Path], output: Path, strengths: list[float], overwrite: bool) -> None:

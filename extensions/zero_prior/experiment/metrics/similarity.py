@@ -64,6 +64,8 @@ class _Scorer:
             processor = processor_class.from_pretrained(name)
         except (OSError, ValueError) as error:  # missing files, offline hub; no model_type in config.json
             raise MetricUnavailableError(_load_failure(cls.kind, name, error)) from error
+        # Older checkpoints still hold buffers the model now computes itself (CLIP's position_ids): not weights.
+        info = {**info, "unexpected_keys": sorted(set(info.get("unexpected_keys", ())) - _computed_buffers(model))}
         problems = [f"{len(info[key])} {label} weight(s) (e.g. {', '.join(sorted(map(str, info[key]))[:3])})"
                     for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
                                        ("mismatched_keys", "size-mismatched")) if info.get(key)]
@@ -202,6 +204,12 @@ def _pooled(output: Any) -> torch.Tensor:
 def _normalised(rows: list[torch.Tensor]) -> torch.Tensor:
     """Concatenate, move to CPU float32 and L2-normalise."""
     return torch.nn.functional.normalize(torch.cat(rows).float().cpu(), dim=-1)
+
+
+def _computed_buffers(model: torch.nn.Module) -> set[str]:
+    """Names of ``model``'s non-persistent buffers: a checkpoint may hold them, but they are never loaded."""
+    return {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+            for name in module._non_persistent_buffers_set}
 
 
 def _load_failure(kind: str, name: str, error: Exception) -> str:
