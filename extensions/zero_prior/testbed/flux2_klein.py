@@ -19,12 +19,12 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ._cache import folder_digests
+from .qwen3 import tiny_qwen3_config
 from .qwen_image import copy_tokenizer
 from .tokenizer import qwen3_tokenizer_dir
 
 # Bump when the configs or files below change, so cached builds are redone.
 BUILD_VERSION = "1"
-VOCAB_ROWS = 151936  # Qwen3-4B's embedding height; the tokenizer uses 151669 of them
 TEXT_HIDDEN = 32
 TEXT_LAYERS = 27  # Flux2KleinPipeline reads hidden_states[27]
 STACKED_LAYERS = 3  # hidden states 9, 18, 27 side by side
@@ -34,25 +34,6 @@ SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shif
                     "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
 
 
-def _text_encoder_config():
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=VOCAB_ROWS,
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=2 * TEXT_HIDDEN,
-        num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-6,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        dtype="float32",
-    )
 
 
 def _model_index() -> dict:
@@ -107,7 +88,8 @@ def build(out_dir: str | Path, seed: int = 0) -> Path:
         vae.save_pretrained(out / "vae", safe_serialization=True)
 
         torch.manual_seed(seed + 2)
-        Qwen3ForCausalLM(_text_encoder_config()).eval().save_pretrained(out / "text_encoder")
+        text_config = tiny_qwen3_config(TEXT_HIDDEN, layers=TEXT_LAYERS, heads=2, kv_heads=1)
+        Qwen3ForCausalLM(text_config).eval().save_pretrained(out / "text_encoder")
 
     FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
     copy_tokenizer(qwen3_tokenizer_dir(), out / "tokenizer")

@@ -17,36 +17,17 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ._cache import folder_digests
+from .qwen3 import tiny_qwen3_config
 from .qwen_image import copy_tokenizer
 from .tokenizer import qwen3_tokenizer_dir
 
 # Bump when the configs or files below change, so cached builds are redone.
 BUILD_VERSION = "1"
-VOCAB_ROWS = 151936  # Qwen3-4B's embedding height; the tokenizer uses 151669 of them
 TEXT_HIDDEN = 64
 # ai-toolkit's ZImageModel scheduler settings (z_image.py scheduler_config).
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "use_dynamic_shifting": False, "shift": 3.0}
 
 
-def _text_encoder_config():
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=VOCAB_ROWS,
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=2 * TEXT_HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-6,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-        bos_token_id=151643,
-        eos_token_id=151645,
-        dtype="float32",
-    )
 
 
 def _model_index() -> dict:
@@ -103,7 +84,8 @@ def build(out_dir: str | Path, seed: int = 0) -> Path:
         vae.save_pretrained(out / "vae", safe_serialization=True)
 
         torch.manual_seed(seed + 2)
-        Qwen3ForCausalLM(_text_encoder_config()).eval().save_pretrained(out / "text_encoder")
+        text_config = tiny_qwen3_config(TEXT_HIDDEN, layers=2, heads=4, kv_heads=2)
+        Qwen3ForCausalLM(text_config).eval().save_pretrained(out / "text_encoder")
 
     FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
     copy_tokenizer(qwen3_tokenizer_dir(), out / "tokenizer")
