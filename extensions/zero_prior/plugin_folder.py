@@ -10,10 +10,13 @@ alone and refused.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import InstallError
+from .errors import InstallError, ZeroPriorError
 
 # The folder name both hosts import this package under.
 PLUGIN_NAME = "zero_prior"
@@ -24,6 +27,22 @@ COPY_MARKER = ".installed-by-zero-prior"
 def package_dir() -> Path:
     """The folder that is the package ``zero_prior``, the ai-toolkit extension and the ComfyUI custom node."""
     return Path(__file__).resolve().parent
+
+
+def check_checkout(path: Path, needed: Sequence[str], host: str, entry: str,
+                   error: type[ZeroPriorError]) -> str | None:
+    """Refuse a folder that lacks any of a host's ``needed`` files (naming them); return its git commit if known."""
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise error(f"{path} is not {host} checkout (missing {', '.join(missing)}); pass the folder that holds "
+                    f"{entry}")
+    result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def checkout_path(path: str | os.PathLike[str] | None, env: str, default: str) -> Path:
+    """``path``, else the environment variable ``env``, else ``~/default``: where a host's checkout is looked for."""
+    return Path(path or os.environ.get(env) or Path.home() / default).expanduser()
 
 
 def check_free(target: Path) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from ..errors import AiToolkitError
-from ..plugin_folder import PLUGIN_NAME, package_dir
+from ..plugin_folder import PLUGIN_NAME, check_checkout, checkout_path, package_dir
 
 # The ai-toolkit commit the extension is tested against.
 TESTED_COMMIT = "27a03a91f23eb1b757d5ec2e80ee3e129cfcc350"
@@ -21,12 +20,7 @@ __all__ = ["AI_TOOLKIT_ENV", "EXTENSION_NAME", "TESTED_COMMIT", "check_ai_toolki
 def check_ai_toolkit(path: Path) -> str | None:
     """Refuse a folder that is not an ai-toolkit checkout; return its git commit if known."""
     needed = ("run.py", "toolkit/extension.py", "extensions_built_in/sd_trainer/SDTrainer.py")
-    missing = [name for name in needed if not (path / name).is_file()]
-    if missing:
-        raise AiToolkitError(f"{path} is not an ai-toolkit checkout (missing {', '.join(missing)}); "
-                             "pass the folder that holds ai-toolkit's run.py")
-    result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
+    return check_checkout(path, needed, "an ai-toolkit", "ai-toolkit's run.py", AiToolkitError)
 
 
 def find_ai_toolkit(path: str | os.PathLike[str] | None = None) -> Path:
@@ -38,6 +32,6 @@ def find_ai_toolkit(path: str | os.PathLike[str] | None = None) -> Path:
 
         find_ai_toolkit()  # -> PosixPath('/home/me/ai-toolkit')
     """
-    candidate = Path(path or os.environ.get(AI_TOOLKIT_ENV) or Path.home() / "ai-toolkit").expanduser()
+    candidate = checkout_path(path, AI_TOOLKIT_ENV, "ai-toolkit")
     check_ai_toolkit(candidate)
     return candidate.resolve()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from ..errors import InstallError
+from ..plugin_folder import check_checkout, checkout_path
 
 # The ComfyUI commit the custom node is tested against (master, 2025-10-12).
 TESTED_COMMIT = "a125cd84b054a57729b5eecab930ca9408719832"
@@ -17,12 +17,7 @@ CHECKOUT_FILES = ("main.py", "nodes.py", "folder_paths.py", "comfy/sd.py", "comf
 
 def check_comfyui(path: Path) -> str | None:
     """Refuse a folder that is not a ComfyUI checkout; return its git commit if known."""
-    missing = [name for name in CHECKOUT_FILES if not (path / name).is_file()]
-    if missing:
-        raise InstallError(f"{path} is not a ComfyUI checkout (missing {', '.join(missing)}); pass the folder that "
-                           "holds ComfyUI's main.py")
-    result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
+    return check_checkout(path, CHECKOUT_FILES, "a ComfyUI", "ComfyUI's main.py", InstallError)
 
 
 def find_comfyui(path: str | os.PathLike[str] | None = None) -> Path:
@@ -34,6 +29,6 @@ def find_comfyui(path: str | os.PathLike[str] | None = None) -> Path:
 
         find_comfyui()  # -> PosixPath('/home/me/ComfyUI')
     """
-    candidate = Path(path or os.environ.get(COMFYUI_ENV) or Path.home() / "ComfyUI").expanduser()
+    candidate = checkout_path(path, COMFYUI_ENV, "ComfyUI")
     check_comfyui(candidate)
     return candidate.resolve()
