@@ -147,6 +147,7 @@ def test_fuse_and_unfuse_keep_the_output(trained, tiny_pipeline_dir):
     assert (loaded - trained.output).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow  # a save_pretrained and a reload: about 3 s
 def test_a_fused_and_saved_pipeline_refuses_the_same_file_again(cat_lora, tiny_pipeline_dir, tmp_path):
     pipe = tinytrain.load_pipe(tiny_pipeline_dir)
     load_zero_prior(pipe, cat_lora)

@@ -18,8 +18,9 @@ import zero_prior
 
 # They import ComfyUI, which only ComfyUI's own process provides (tests/test_comfyui.py runs them there).
 COMFYUI_GLUE = ("zero_prior.comfyui.loading", "zero_prior.comfyui.nodes")
-SLOW = {"zero_prior.testbed.tiny_model",  # its example builds and runs the tiny pipeline
-        "zero_prior.testbed.qwen_image_edit_plus"}  # builds the tiny Edit-Plus (processor included)
+# Their examples build and run a tiny pipeline, or rebuild a tokenizer from its ranks (1-2 s each).
+SLOW = {"zero_prior.testbed.tiny_model", "zero_prior.testbed.qwen_image_edit_plus", "zero_prior.testbed.z_image",
+        "zero_prior.testbed.flux2_klein", "zero_prior.testbed.qwen_image", "zero_prior.testbed.tokenizer"}
 
 
 def _modules() -> list[str]:

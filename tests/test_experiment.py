@@ -502,6 +502,7 @@ def test_statistics_adjust_within_the_pre_declared_families_and_count_training_r
     assert "smallest attainable adjusted p 0.5 vs alpha 0.05: NO verdict is possible" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # loads three metric models: about 2 s
 def test_metric_models_are_checked_before_any_image_and_the_protocol_names_dino(
     tmp_path: Path, dataset: Path, tiny_clip_dir: Path, tiny_dino_dir: Path
 ) -> None:

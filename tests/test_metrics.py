@@ -118,6 +118,7 @@ def test_lpips_missing_backbone_names_file_and_fix(tmp_path, monkeypatch):
     )
 
 
+@pytest.mark.slow  # builds an LPIPS backbone: about 1.5 s
 def test_lpips_load_reads_a_cached_backbone_without_network(tmp_path, monkeypatch):
     """``load`` takes the backbone from torch's hub cache; a random stand-in file proves which file it read."""
     import torchvision

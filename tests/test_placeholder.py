@@ -1,5 +1,6 @@
 """The trainable splice: init, gradient path, and the proof that only the placeholder trains."""
 
+import pytest
 import tinytrain
 import torch
 
@@ -13,6 +14,7 @@ def _encoder_state(pipe):
     return {name: tensor.detach().clone() for name, tensor in pipe.text_encoder.state_dict().items()}
 
 
+@pytest.mark.slow  # full-width rows: about 1.3 s
 def test_zero_prior_init_is_seeded_and_leaves_global_rng_alone(qwen_tokenizer):
     weight = torch.zeros(152064, 3584)
     torch.manual_seed(123)

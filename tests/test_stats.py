@@ -130,6 +130,7 @@ def test_holm_by_hand():
     assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]  # 0.5 * 2 = 1.0 caps; 0.9 * 1 lifts to the running max
 
 
+@pytest.mark.slow  # thousands of simulated experiments: about 1.4 s each
 @pytest.mark.parametrize("n", [8, 25])
 def test_family_wise_false_claim_rate_under_the_null_is_at_most_alpha(n):
     # A five-arm run: 2 primary comparisons and about 39 secondary ones. 1000 null experiments;

@@ -215,6 +215,7 @@ def test_cache_reuses_intact_folders_and_rebuilds_changed_ones(tmp_path):
 # ---------------------------------------------------------------- tiny pipeline
 
 
+@pytest.mark.slow  # builds the tiny pipeline twice: about 1.2 s
 def test_tiny_pipeline_build_is_seeded(tiny_pipeline_dir, tmp_path):
     state = torch.get_rng_state()
     again = build_tiny_pipeline(tmp_path / "seed0", seed=0)
