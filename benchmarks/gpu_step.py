@@ -181,12 +181,18 @@ def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int, templ
     return {"median_step_s": statistics.median(times[warmup:]), "peak_gib": peak, "steps": steps}
 
 
-def main() -> None:
+def benchmark_main(description: str, tokenizer_help: str, build: Callable[..., Any], sizes: dict[str, Any],
+                   lora_targets: list[str], arms: tuple[str, ...], label: str, **arm_kwargs: Any) -> None:
+    """The command line every full-size step benchmark shares: build, add the LoRA, run ``arms`` per resolution.
+
+    ``arm_kwargs`` go to ``run_arm`` (a family's template, encoder and loss); ``label`` names the
+    architecture in the log and, with ``family`` among ``arm_kwargs``, the JSON records that family.
+    """
     from peft import LoraConfig
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokenizer", required=True, help="folder of the real Qwen2.5-VL tokenizer")
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tokenizer", required=True, help=tokenizer_help)
+    parser.add_argument("--size", choices=sorted(sizes), default="full")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
@@ -198,29 +204,35 @@ def main() -> None:
     pipe = build(args.size, args.tokenizer, device, dtype)
     pipe.transformer.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
-    pipe.transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=LORA_TARGETS))
+    pipe.transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=lora_targets))
     pipe.transformer.enable_gradient_checkpointing()
-    print(f"built {args.size} models on {device} in {time.perf_counter() - started:.0f} s")
+    print(f"built {args.size} {label} on {device} in {time.perf_counter() - started:.0f} s")
     results = []
     for resolution in args.resolutions:
-        row = {"resolution": resolution}
-        for arm in ARMS:
-            row[arm] = run_arm(pipe, arm, resolution, args.steps, args.warmup)
+        row: dict[str, Any] = {"resolution": resolution}
+        for arm in arms:
+            row[arm] = run_arm(pipe, arm, resolution, args.steps, args.warmup, **arm_kwargs)
             # a fresh tokenizer for the next arm's placeholder
             pipe.tokenizer = type(pipe.tokenizer).from_pretrained(args.tokenizer)
         base = row["baseline"]
-        row["step_ratios"] = {arm: row[arm]["median_step_s"] / base["median_step_s"] for arm in ARMS[1:]}
-        row["peak_ratios"] = {arm: row[arm]["peak_gib"] / base["peak_gib"] for arm in ARMS[1:]}
+        row["step_ratios"] = {arm: row[arm]["median_step_s"] / base["median_step_s"] for arm in arms[1:]}
+        row["peak_ratios"] = {arm: row[arm]["peak_gib"] / base["peak_gib"] for arm in arms[1:]}
         results.append(row)
         print(f"{resolution} px: " + " | ".join(
-            f"{arm} {row[arm]['median_step_s']:.3f} s/step {row[arm]['peak_gib']:.1f} GiB" for arm in ARMS))
+            f"{arm} {row[arm]['median_step_s']:.3f} s/step {row[arm]['peak_gib']:.1f} GiB" for arm in arms))
         print(f"{resolution} px ratios to the baseline: " + ", ".join(
-            f"{arm} step {row['step_ratios'][arm]:.3f} peak {row['peak_ratios'][arm]:.3f}" for arm in ARMS[1:]))
+            f"{arm} step {row['step_ratios'][arm]:.3f} peak {row['peak_ratios'][arm]:.3f}" for arm in arms[1:]))
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.out:
+        family = {"family": arm_kwargs["family"].name} if "family" in arm_kwargs else {}
         with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", **family,
                        "size": args.size, "results": results}, handle, indent=2)
+
+
+def main() -> None:
+    benchmark_main(__doc__.splitlines()[0], "folder of the real Qwen2.5-VL tokenizer", build, SIZES, LORA_TARGETS,
+                   ARMS, "models")
 
 
 if __name__ == "__main__":

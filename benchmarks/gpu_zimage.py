@@ -16,13 +16,10 @@ the pivot.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
 from typing import Any
 
 import torch
-from gpu_step import run_arm
+from gpu_step import benchmark_main
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {  # diffusers' defaults are Z-Image's transformer/config.json; Qwen3-4B's config.json
@@ -84,46 +81,11 @@ def flow_loss(pipe: Any, encoded: list[torch.Tensor], resolution: int, generator
 
 
 def main() -> None:
-    from peft import LoraConfig
-
     from zero_prior.models import family_named
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokenizer", required=True, help="folder of the real Qwen3 tokenizer")
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--out", default=None, help="also write the results as JSON here")
-    args = parser.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    started = time.perf_counter()
-    pipe = build(args.size, args.tokenizer, device, dtype)
-    pipe.transformer.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
-    pipe.transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, target_modules=LORA_TARGETS))
-    pipe.transformer.enable_gradient_checkpointing()
-    print(f"built {args.size} Z-Image on {device} in {time.perf_counter() - started:.0f} s")
-    family = family_named("zimage")
-    results = []
-    for resolution in args.resolutions:
-        row: dict[str, Any] = {"resolution": resolution}
-        for arm in ARMS:
-            row[arm] = run_arm(pipe, arm, resolution, args.steps, args.warmup, template=PROMPT, family=family,
-                               encode_full=encode_prompt, loss=flow_loss)
-            pipe.tokenizer = type(pipe.tokenizer).from_pretrained(args.tokenizer)  # without the last placeholder
-        base = row["baseline"]
-        row["step_ratios"] = {arm: row[arm]["median_step_s"] / base["median_step_s"] for arm in ARMS[1:]}
-        row["peak_ratios"] = {arm: row[arm]["peak_gib"] / base["peak_gib"] for arm in ARMS[1:]}
-        results.append(row)
-        print(f"{resolution} px: " + " | ".join(
-            f"{arm} {row[arm]['median_step_s']:.3f} s/step {row[arm]['peak_gib']:.1f} GiB" for arm in ARMS))
-    print(f"total {time.perf_counter() - started:.0f} s")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump({"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "family": "zimage",
-                       "size": args.size, "results": results}, handle, indent=2)
+    benchmark_main(__doc__.splitlines()[0], "folder of the real Qwen3 tokenizer", build, SIZES, LORA_TARGETS, ARMS,
+                   "Z-Image", template=PROMPT, family=family_named("zimage"), encode_full=encode_prompt,
+                   loss=flow_loss)
 
 
 if __name__ == "__main__":
