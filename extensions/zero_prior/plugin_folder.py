@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InstallError, ZeroPriorError
@@ -27,6 +28,24 @@ COPY_MARKER = ".installed-by-zero-prior"
 def package_dir() -> Path:
     """The folder that is the package ``zero_prior``, the ai-toolkit extension and the ComfyUI custom node."""
     return Path(__file__).resolve().parent
+
+
+@dataclass
+class InstallReport:
+    """What an install or uninstall into a host's checkout did, line by line."""
+
+    host: str  # "ai-toolkit", "ComfyUI"
+    root: Path
+    commit: str | None
+    tested_commit: str
+    tested_what: str  # what was tested against ``tested_commit``: "zero-prior", "the node"
+    actions: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        commit = self.commit or "unknown commit (not a git checkout)"
+        tested = "" if self.commit == self.tested_commit else (
+            f"; {self.tested_what} is tested against {self.tested_commit[:8]}")
+        return "\n".join([f"{self.host} at {self.root}: {commit}{tested}", *self.actions])
 
 
 def check_checkout(path: Path, needed: Sequence[str], host: str, entry: str,

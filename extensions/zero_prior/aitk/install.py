@@ -12,36 +12,21 @@ from __future__ import annotations
 
 import filecmp
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from zero_prior.config_examples import example_path  # package data, mapped by setup.py
 
 from ..errors import InstallError
-from ..plugin_folder import check_free, place, take_out
+from ..plugin_folder import InstallReport, check_free, place, take_out
 from .checkout import EXTENSION_NAME, TESTED_COMMIT, check_ai_toolkit
 
 CONFIG_FILES = ("zero_prior.yaml", "zero_prior_baseline.yaml", "zero_prior_24gb.yaml", "zero_prior_zimage.yaml")
 
 
-@dataclass
-class InstallReport:
-    """What an install or uninstall did, line by line."""
-
-    ai_toolkit: Path
-    commit: str | None
-    actions: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        commit = self.commit or "unknown commit (not a git checkout)"
-        tested = "" if self.commit == TESTED_COMMIT else f"; zero-prior is tested against {TESTED_COMMIT[:8]}"
-        return "\n".join([f"ai-toolkit at {self.ai_toolkit}: {commit}{tested}", *self.actions])
-
-
 def install(ai_toolkit: str | Path, copy: bool = False) -> InstallReport:
     """Link (default) or copy the extension into ``ai_toolkit`` and add the example configs."""
     root = Path(ai_toolkit).expanduser().resolve()
-    report = InstallReport(root, check_ai_toolkit(root))
+    report = InstallReport("ai-toolkit", root, check_ai_toolkit(root), TESTED_COMMIT, "zero-prior")
     target = root / "extensions" / EXTENSION_NAME
     configs = [(example_path(name), root / "config" / name) for name in CONFIG_FILES]
     for source, dest in configs:  # check everything before writing anything
@@ -62,7 +47,7 @@ def install(ai_toolkit: str | Path, copy: bool = False) -> InstallReport:
 def uninstall(ai_toolkit: str | Path) -> InstallReport:
     """Remove the extension and the example configs, if (and only if) zero-prior put them there."""
     root = Path(ai_toolkit).expanduser().resolve()
-    report = InstallReport(root, check_ai_toolkit(root))
+    report = InstallReport("ai-toolkit", root, check_ai_toolkit(root), TESTED_COMMIT, "zero-prior")
     target = root / "extensions" / EXTENSION_NAME
     done = take_out(target)
     if done is not None:

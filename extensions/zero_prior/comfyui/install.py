@@ -9,25 +9,10 @@ is modified.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..plugin_folder import PLUGIN_NAME, check_free, place, take_out
+from ..plugin_folder import PLUGIN_NAME, InstallReport, check_free, place, take_out
 from .checkout import TESTED_COMMIT, check_comfyui
-
-
-@dataclass
-class ComfyUIInstallReport:
-    """What an install or uninstall did, line by line."""
-
-    comfyui: Path
-    commit: str | None
-    actions: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        commit = self.commit or "unknown commit (not a git checkout)"
-        tested = "" if self.commit == TESTED_COMMIT else f"; the node is tested against {TESTED_COMMIT[:8]}"
-        return "\n".join([f"ComfyUI at {self.comfyui}: {commit}{tested}", *self.actions])
 
 
 def node_target(comfyui: Path) -> Path:
@@ -35,10 +20,10 @@ def node_target(comfyui: Path) -> Path:
     return comfyui / "custom_nodes" / PLUGIN_NAME
 
 
-def install(comfyui: str | Path, copy: bool = False) -> ComfyUIInstallReport:
+def install(comfyui: str | Path, copy: bool = False) -> InstallReport:
     """Link (default) or copy the package into ``comfyui/custom_nodes/zero_prior``; restart ComfyUI afterwards."""
     root = Path(comfyui).expanduser().resolve()
-    report = ComfyUIInstallReport(root, check_comfyui(root))
+    report = InstallReport("ComfyUI", root, check_comfyui(root), TESTED_COMMIT, "the node")
     target = node_target(root)
     check_free(target)
     report.actions.append(place(target, copy))
@@ -46,9 +31,9 @@ def install(comfyui: str | Path, copy: bool = False) -> ComfyUIInstallReport:
     return report
 
 
-def uninstall(comfyui: str | Path) -> ComfyUIInstallReport:
+def uninstall(comfyui: str | Path) -> InstallReport:
     """Remove the custom node, if (and only if) zero-prior put it there."""
     root = Path(comfyui).expanduser().resolve()
-    report = ComfyUIInstallReport(root, check_comfyui(root))
+    report = InstallReport("ComfyUI", root, check_comfyui(root), TESTED_COMMIT, "the node")
     report.actions.append(take_out(node_target(root)) or "nothing to remove")
     return report
