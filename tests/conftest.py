@@ -68,47 +68,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Packages only ai-toolkit's requirements bring; without them its run.py cannot start.
 AI_TOOLKIT_ONLY_PACKAGES = ("optimum", "lycoris", "oyaml", "dotenv")
+# What importing ComfyUI's comfy.sd and nodes needs beyond zero-prior's own requirements (bootstrap.sh installs them).
+COMFYUI_ONLY_PACKAGES = ("einops", "psutil", "torchaudio", "torchsde", "av", "scipy")
+
+
+def _host_checkout(find, host: str, get_it: str, packages: tuple[str, ...], install_hint: str = "") -> Path:
+    """The host's checkout as ``find()`` gives it, or a skip that says why (no checkout, or its packages missing)."""
+    import importlib.util
+
+    from zero_prior.errors import ZeroPriorError
+
+    try:
+        checkout = find()
+    except ZeroPriorError as error:
+        pytest.skip(f"{host} not found ({error}); {get_it}")
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"{host}'s requirements are not installed here (missing {', '.join(missing)}){install_hint}")
+    return checkout
 
 
 @pytest.fixture(scope="session")
 def ai_toolkit_checkout() -> Path:
     """The ai-toolkit checkout ($AI_TOOLKIT_DIR, else ~/ai-toolkit); skips, saying why, when it cannot run."""
-    import importlib.util
-
     from zero_prior.aitk.checkout import AI_TOOLKIT_ENV, find_ai_toolkit
-    from zero_prior.errors import ZeroPriorError
 
-    try:
-        checkout = find_ai_toolkit()
-    except ZeroPriorError as error:
-        pytest.skip(f"ai-toolkit not found ({error}); clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}")
-    missing = [name for name in AI_TOOLKIT_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"ai-toolkit's requirements are not installed here (missing {', '.join(missing)})")
-    return checkout
-
-
-# What importing ComfyUI's comfy.sd and nodes needs beyond zero-prior's own requirements (bootstrap.sh installs them).
-COMFYUI_ONLY_PACKAGES = ("einops", "psutil", "torchaudio", "torchsde", "av", "scipy")
+    return _host_checkout(find_ai_toolkit, "ai-toolkit", f"clone it to ~/ai-toolkit or set {AI_TOOLKIT_ENV}",
+                          AI_TOOLKIT_ONLY_PACKAGES)
 
 
 @pytest.fixture(scope="session")
 def comfyui_checkout() -> Path:
     """The ComfyUI checkout ($COMFYUI_DIR, else ~/ComfyUI); skips, saying why, when it cannot be imported."""
-    import importlib.util
-
     from zero_prior.comfyui.checkout import COMFYUI_ENV, find_comfyui
-    from zero_prior.errors import ZeroPriorError
 
-    try:
-        checkout = find_comfyui()
-    except ZeroPriorError as error:
-        pytest.skip(f"ComfyUI not found ({error}); fetch it to ~/ComfyUI or set {COMFYUI_ENV}")
-    missing = [name for name in COMFYUI_ONLY_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"ComfyUI's requirements are not installed here (missing {', '.join(missing)}); run "
-                    "scripts/bootstrap.sh with the checkout in place")
-    return checkout
+    return _host_checkout(find_comfyui, "ComfyUI", f"fetch it to ~/ComfyUI or set {COMFYUI_ENV}",
+                          COMFYUI_ONLY_PACKAGES, "; run scripts/bootstrap.sh with the checkout in place")
 
 
 @pytest.fixture(scope="session")
