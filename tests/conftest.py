@@ -34,6 +34,12 @@ def tiny_zimage_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_flux2_dir() -> Path:
+    """Folder of the seed-0 tiny FLUX.2 [klein] (``Flux2KleinPipeline`` layout and ai-toolkit's single files)."""
+    return cached_tiny_pipeline(seed=0, family="flux2_klein")
+
+
+@pytest.fixture(scope="session")
 def session_tokenizer():
     """The real Qwen2.5-VL ``Qwen2Tokenizer``, loaded once; tests get their own copy (``qwen_tokenizer``)."""
     return load_qwen_tokenizer()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from aitk_cases import EDIT_PLUS_REFUSALS, REFUSALS, REPO, TOKEN, edit_plus, tin
 
 from zero_prior.aitk.settings import effective_config, read_settings
 from zero_prior.errors import ConfigError
+from zero_prior.models import family_for_arch
 from zero_prior.models.qwen_image import QWEN_IMAGE
 
 
@@ -84,7 +86,8 @@ def test_ui_examples_are_zero_prior_yaml_as_the_ui_imports_it() -> None:
 
 # A real-weights example per family beyond Qwen-Image: (file, family name).
 FAMILY_EXAMPLES = [("zero_prior_zimage.yaml", "zimage"),
-                   ("zero_prior_qwen_image_edit_plus.yaml", "qwen_image_edit_plus")]
+                   ("zero_prior_qwen_image_edit_plus.yaml", "qwen_image_edit_plus"),
+                   ("zero_prior_flux2_klein.yaml", "flux2_klein")]
 
 
 @pytest.mark.parametrize("name, family", FAMILY_EXAMPLES, ids=[f for _, f in FAMILY_EXAMPLES])
@@ -108,25 +111,24 @@ def test_an_arch_variant_after_a_colon_picks_its_family(tmp_path: Path, arch: st
     assert effective_config(process, settings)["model"]["arch"] == settings.family.zero_prior_arch
 
 
-@pytest.mark.parametrize("arch", ["flux2_klein_4b", "flux2_klein_9b"])
-def test_flux2_klein_placeholder_training_is_refused_and_its_baseline_left_alone(tmp_path: Path, arch: str) -> None:
+@pytest.mark.parametrize("arch, subclass", [("flux2_klein_4b", "flux2_klein_4b_zero_prior"),
+                                            ("flux2_klein_9b", "flux2_klein_9b_zero_prior")])
+def test_each_flux2_klein_size_trains_under_its_own_subclass(tmp_path: Path, arch: str, subclass: str) -> None:
+    # ai-toolkit has one FLUX.2 [klein] class per size (its encoder repo and transformer sizes), so zero-prior too.
     process = tiny_process(tmp_path)
     process["model"]["arch"] = arch
-    with pytest.raises(ConfigError) as raised:
-        read_settings(process, 0)
-    assert str(raised.value).startswith(
-        f"config.process[0].model.arch is {arch!r}: train.train_placeholder_token: true cannot train FLUX.2 [klein] "
-        "yet: ai-toolkit trains FLUX.2 [klein] with its own transformer")
-    assert "train_placeholder_token: false" in str(raised.value)
-    process["train"]["train_placeholder_token"] = False
-    assert read_settings(process, 0).enabled is False
+    settings = read_settings(process, 0)
+    assert settings.family.name == "flux2_klein"
+    assert effective_config(process, settings)["model"]["arch"] == subclass
+    assert family_for_arch(subclass) is settings.family
 
 
 def test_the_supported_arch_list_names_only_trainable_families(tmp_path: Path) -> None:
     process = tiny_process(tmp_path)
     process["model"]["arch"] = "sdxl"
-    with pytest.raises(ConfigError, match="supports qwen_image \\(Qwen-Image\\), zimage \\(Z-Image\\), "
-                                          "qwen_image_edit_plus \\(Qwen-Image-Edit-Plus\\); set arch"):
+    supported = ("qwen_image (Qwen-Image), zimage (Z-Image), qwen_image_edit_plus (Qwen-Image-Edit-Plus), "
+                 "flux2_klein_4b or flux2_klein_9b (FLUX.2 [klein]); set arch")
+    with pytest.raises(ConfigError, match=re.escape(f"supports {supported}")):
         read_settings(process, 0)
 
 

@@ -1,8 +1,8 @@
 """FLUX.2 [klein] in diffusers: the placeholder trains through ``Flux2KleinPipeline`` and loads back exactly.
 
-zero-prior cannot train FLUX.2 [klein] through ai-toolkit yet (the config rule
-is in ``test_aitk_rules.py``), so the vector here trains in-process through the
-pipeline's own ``encode_prompt`` and transformer on the tiny model. What a
+Here the vector trains in-process through the pipeline's own ``encode_prompt``
+and transformer on the tiny model (training through ai-toolkit's ``run.py``
+is ``test_family_flux2_klein_run.py``). What a
 user relies on when loading: the text encoder is untouched, the embeddings at
 the token come back as at training time, a file of another family is refused
 with nothing changed, and an ai-toolkit FLUX.2 LoRA (BFL key names) lands on
@@ -27,7 +27,6 @@ from zero_prior.models.flux2_klein import FLUX2_KLEIN
 from zero_prior.models.z_image import Z_IMAGE
 from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.placeholder.prepare import add_placeholders
-from zero_prior.testbed import cached_tiny_pipeline
 from zero_prior.weights.export import export_weights
 from zero_prior.weights.format import read_zero_prior, save_lora_file, to_record
 from zero_prior.weights.loader import load_zero_prior
@@ -69,14 +68,9 @@ def _lora_state(transformer: torch.nn.Module, names: list[str], prefix: str, see
 
 
 @pytest.fixture(scope="module")
-def flux2_dir() -> Path:
-    return cached_tiny_pipeline(seed=0, family="flux2_klein")
-
-
-@pytest.fixture(scope="module")
-def trained(flux2_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def trained(tiny_flux2_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The vector trained for ``STEPS`` AdamW steps, saved with a LoRA and the family; what training saw."""
-    pipe = tinytrain.load_pipe(flux2_dir)
+    pipe = tinytrain.load_pipe(tiny_flux2_dir)
     before = {name: tensor.clone() for name, tensor in pipe.text_encoder.state_dict().items()}
     configs = [PlaceholderConfig()]
     [zwx] = add_placeholders(pipe.text_encoder, pipe.tokenizer, configs, family=FLUX2_KLEIN)
@@ -109,8 +103,8 @@ def test_the_vector_trains_through_the_pipeline_and_nothing_else_in_the_encoder(
           f"moved {trained['moved']:.3g}")
 
 
-def test_the_file_loads_into_flux2_klein_with_the_training_embeddings(trained, flux2_dir: Path) -> None:
-    pipe = tinytrain.load_pipe(flux2_dir)
+def test_the_file_loads_into_flux2_klein_with_the_training_embeddings(trained, tiny_flux2_dir: Path) -> None:
+    pipe = tinytrain.load_pipe(tiny_flux2_dir)
     result = load_zero_prior(pipe, trained["path"])
     assert [token.token_ids for token in result.tokens] == [(TOKENIZER_LENGTH,)]  # a spare row, nothing shrunk
     assert pipe.text_encoder.get_input_embeddings().num_embeddings == 151936
@@ -120,15 +114,15 @@ def test_the_file_loads_into_flux2_klein_with_the_training_embeddings(trained, f
     print(f"\nFLUX.2 [klein] tiny: max abs difference of the prompt embeddings, loaded vs training: {difference:.3g}")
     assert difference <= 1e-6
 
-    inpaint = Flux2KleinInpaintPipeline(**tinytrain.load_pipe(flux2_dir).components)
+    inpaint = Flux2KleinInpaintPipeline(**tinytrain.load_pipe(tiny_flux2_dir).components)
     load_zero_prior(inpaint, trained["path"])
     with torch.no_grad():
         assert torch.equal(inpaint.encode_prompt(PROMPT, device="cpu")[0], embeds)
 
 
-def test_the_diffusers_export_loads_back_the_same(trained, flux2_dir: Path, tmp_path: Path) -> None:
+def test_the_diffusers_export_loads_back_the_same(trained, tiny_flux2_dir: Path, tmp_path: Path) -> None:
     exported = export_weights(trained["path"], tmp_path / "diffusers", "diffusers").output
-    pipe, direct = tinytrain.load_pipe(flux2_dir), tinytrain.load_pipe(flux2_dir)
+    pipe, direct = tinytrain.load_pipe(tiny_flux2_dir), tinytrain.load_pipe(tiny_flux2_dir)
     load_zero_prior(pipe, exported)
     load_zero_prior(direct, trained["path"])
     with torch.no_grad():
@@ -140,7 +134,7 @@ def test_the_diffusers_export_loads_back_the_same(trained, flux2_dir: Path, tmp_
         assert torch.equal(pipe.transformer(**inputs)[0], direct.transformer(**inputs)[0])
 
 
-def test_a_flux2_klein_file_is_refused_by_another_family_and_the_other_way(trained, flux2_dir: Path,
+def test_a_flux2_klein_file_is_refused_by_another_family_and_the_other_way(trained, tiny_flux2_dir: Path,
                                                                              tiny_zimage_dir: Path,
                                                                              tmp_path: Path) -> None:
     zimage = tinytrain.load_pipe(tiny_zimage_dir)
@@ -150,7 +144,7 @@ def test_a_flux2_klein_file_is_refused_by_another_family_and_the_other_way(train
 
     [zwx] = add_placeholders(zimage.text_encoder, zimage.tokenizer, [PlaceholderConfig()], family=Z_IMAGE)
     record = to_record([zwx], [PlaceholderConfig()], tokenizer_length=TOKENIZER_LENGTH, family=Z_IMAGE.name)
-    pipe = tinytrain.load_pipe(flux2_dir)
+    pipe = tinytrain.load_pipe(tiny_flux2_dir)
     other = save_lora_file(tmp_path / "zimage.safetensors",
                            _lora_state(pipe.transformer, ["transformer_blocks.0.attn.to_q"], "transformer.", 2),
                            {"name": "z"}, record)
@@ -168,12 +162,12 @@ def aitk_flux2(ai_toolkit_checkout: Path) -> ModuleType:
     return module
 
 
-def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(aitk_flux2, flux2_dir: Path,
+def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(aitk_flux2, tiny_flux2_dir: Path,
                                                                                tmp_path: Path) -> None:
     torch.manual_seed(0)
     bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**TINY_PARAMS))
     base = {key: value.detach().clone() for key, value in bfl.state_dict().items()}
-    pipe = tinytrain.load_pipe(flux2_dir)
+    pipe = tinytrain.load_pipe(tiny_flux2_dir)
     # The tiny test bed is ai-toolkit's architecture: its weights load strictly, shape for shape.
     pipe.transformer.load_state_dict(convert_flux2_transformer_checkpoint_to_diffusers(dict(base)))
     # What ai-toolkit's LoRA wraps by default (network.transformer_only: the double and single blocks).
@@ -197,7 +191,7 @@ def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(ait
 
 
 def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_changes(aitk_flux2, trained,
-                                                                                       flux2_dir: Path,
+                                                                                       tiny_flux2_dir: Path,
                                                                                        tmp_path: Path) -> None:
     torch.manual_seed(0)
     bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**TINY_PARAMS))
@@ -207,7 +201,7 @@ def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_c
     path = save_lora_file(tmp_path / "all_layers.safetensors", lora, {"name": "all"},
                           read_zero_prior(trained["path"]))
     # Why it is refused: diffusers' own loader applies that layer's LoRA with its shift and scale halves swapped.
-    stock = tinytrain.load_pipe(flux2_dir)
+    stock = tinytrain.load_pipe(tiny_flux2_dir)
     stock.transformer.load_state_dict(convert_flux2_transformer_checkpoint_to_diffusers(dict(base)))
     stock.load_lora_weights(str(path.parent), weight_name=path.name)
     stock.fuse_lora(components=["transformer"])
@@ -219,7 +213,7 @@ def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_c
     print(f"\ndiffusers' stock load of an ai-toolkit LoRA on {final}: max abs weight difference {swapped:.3g}")
     assert swapped > 1e-2  # if diffusers learns to swap the halves, this refusal can go
 
-    pipe = tinytrain.load_pipe(flux2_dir)
+    pipe = tinytrain.load_pipe(tiny_flux2_dir)
     with pytest.raises(FormatError, match=r"all_layers.safetensors: it holds a LoRA on ai-toolkit's "
                                           r"final_layer.adaLN_modulation.1 \(trained with network.transformer_only"):
         load_zero_prior(pipe, path)

@@ -33,6 +33,8 @@ from ..errors import AiToolkitError
 from ..yaml_reader import fill_fields
 from .checkout import EXTENSION_NAME, package_dir
 
+# The staged extension that gives ai-toolkit's FLUX.2 loader the tiny test bed's sizes.
+TESTBED_EXTENSION = "zero_prior_testbed"
 # Output kept in memory for the tail when it is not captured whole.
 TAIL_BYTES = 64 * 1024
 
@@ -41,6 +43,9 @@ def stage_ai_toolkit(ai_toolkit: Path, folder: Path, extensions: Mapping[str, Pa
     """Build the staged ai-toolkit root described above inside ``folder`` and return it.
 
     ``extensions`` adds more extension folders by name (the tests' probe).
+    The test bed's FLUX.2 sizes (``aitk/runtime/testbed_sizes``) are always
+    staged, so the tiny FLUX.2 [klein] trains wherever zero-prior starts
+    ``run.py``; they change nothing for any other model folder.
     Delete ``folder`` to undo; the checkout is never written to.
     """
     root = Path(folder) / "ai-toolkit"
@@ -54,7 +59,8 @@ def stage_ai_toolkit(ai_toolkit: Path, folder: Path, extensions: Mapping[str, Pa
     for entry in sorted((ai_toolkit / "extensions").iterdir()):
         if entry.name != EXTENSION_NAME:  # an installed copy or link is replaced by this package
             (staged / entry.name).symlink_to(entry)
-    for name, source in {EXTENSION_NAME: package_dir(), **(extensions or {})}.items():
+    testbed = {TESTBED_EXTENSION: package_dir() / "aitk" / "runtime" / "testbed_sizes"}
+    for name, source in {EXTENSION_NAME: package_dir(), **testbed, **(extensions or {})}.items():
         (staged / name).symlink_to(source, target_is_directory=True)
     return root
 

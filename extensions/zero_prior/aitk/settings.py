@@ -139,7 +139,7 @@ def effective_config(process: Mapping[str, Any], settings: ZeroPriorSettings) ->
     result = copy.deepcopy(process)
     if result.get("trigger_word") is None:
         result["trigger_word"] = settings.placeholder.token
-    result["model"]["arch"] = settings.family.zero_prior_arch
+    result["model"]["arch"] = settings.family.zero_prior_arch_for(str(result["model"]["arch"]))
     return result
 
 
@@ -174,7 +174,8 @@ def _refuse_conflicts(block: Block, train: Block, placeholder: PlaceholderConfig
     arch = block.child("model").get("arch")
     family = family_for_arch(arch)
     if family is None:
-        supported = ", ".join(f"{f.aitk_arch} ({f.label})" for f in FAMILIES if f.training_refusal() is None)
+        supported = ", ".join(f"{' or '.join((f.aitk_arch, *f.other_aitk_archs))} ({f.label})" for f in FAMILIES
+                              if f.training_refusal() is None)
         raise ConfigError(
             f"{path}.model.arch is {arch!r}: train.{TOGGLE}: true supports {supported}; set arch to one of them "
             "(and name_or_path to such a model), or set train_placeholder_token: false"

@@ -39,7 +39,8 @@ def family_for_arch(arch: str | None) -> ModelFamily | None:
     ('qwen_image', 'qwen_image_edit_plus')
     """
     base = str(arch).split(":")[0] if arch is not None else None
-    return next((f for f in FAMILIES if base in (f.aitk_arch, f.zero_prior_arch, *f.other_aitk_archs)), None)
+    return next((f for f in FAMILIES
+                 if base in (f.aitk_arch, f.zero_prior_arch, *f.other_aitk_archs, *f.other_zero_prior_archs)), None)
 
 
 def family_for_pipeline(pipe: Any) -> ModelFamily:

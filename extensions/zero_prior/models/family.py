@@ -44,8 +44,21 @@ class ModelFamily:
     cfg_argument: str = "true_cfg_scale"
     # Whether the pipeline encodes every prompt together with control images (``image=``), as edit models do.
     control_images: bool = False
-    # Further ai-toolkit archs of the same family (model sizes sharing the template and encoder kind).
+    # Further ai-toolkit archs of the same family (model sizes sharing the template and encoder kind), and the
+    # arch of this extension's subclass for each, in the same order.
     other_aitk_archs: tuple[str, ...] = ()
+    other_zero_prior_archs: tuple[str, ...] = ()
+
+    def zero_prior_arch_for(self, aitk_arch: str) -> str:
+        """The arch of this extension's subclass for ai-toolkit's ``aitk_arch`` (a ``:variant`` tail ignored).
+
+        A family with several model sizes (FLUX.2 [klein] 4B and 9B) has one
+        ai-toolkit class per size, so one subclass per size too.
+        """
+        base = aitk_arch.split(":")[0]
+        if base in self.other_aitk_archs:
+            return self.other_zero_prior_archs[self.other_aitk_archs.index(base)]
+        return self.zero_prior_arch
 
     def training_refusal(self) -> str | None:
         """Why zero-prior cannot train this family's placeholder through ai-toolkit, or None when it can."""

@@ -10,11 +10,12 @@ id inside that text. The 4B model's encoder is Qwen3-4B (width 2560), the 9B
 model's Qwen3-8B (width 4096); one family covers both, and the loader's
 hidden-size check keeps a 4B file off a 9B pipeline.
 
-Training through ai-toolkit (``flux2_klein_4b`` / ``flux2_klein_9b``) is refused
-for now (``training_refusal``): ai-toolkit runs its own FLUX.2 transformer and
-autoencoder (not diffusers'), built at the full published sizes from BFL
-single files, with the text encoder read from a fixed hub repo, so neither a
-tiny test bed nor zero-prior's subclass could be tested through ``run.py`` yet.
+Training through ai-toolkit (``flux2_klein_4b`` / ``flux2_klein_9b``) runs
+zero-prior's subclass of ai-toolkit's own FLUX.2 model for that size (arch
+``flux2_klein_4b_zero_prior`` / ``flux2_klein_9b_zero_prior``), which puts the
+gradient back where ai-toolkit packs the prompt under ``torch.no_grad``. The
+prefix cache is refused (``prefix_cache_refusal``): the prompt embedding is
+three stacked encoder layers, and the cache keeps the last one only.
 Loading a zero-prior file into ``Flux2KleinPipeline`` works like any family;
 diffusers converts ai-toolkit's LoRA keys (BFL names, ``diffusion_model.``)
 itself, exactly for the double and single blocks ai-toolkit trains by
@@ -24,6 +25,7 @@ modulation, so a LoRA on that layer is refused (``lora_refusal``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .family import ModelFamily
@@ -37,15 +39,12 @@ MAX_LENGTH = 512
 # false), under either key prefix diffusers sends through its FLUX.2 LoRA converter.
 AITK_PREFIX, PEFT_PREFIX = "diffusion_model.", "base_model.model."
 FINAL_MODULATION = "final_layer.adaLN_modulation.1."
+# The text encoder (and tokenizer) repo ai-toolkit 27a03a91 loads for each size (Flux2Klein*Model.flux2_klein_te_path).
+AITK_TEXT_ENCODERS = {"flux2_klein_4b": "Qwen/Qwen3-4B", "flux2_klein_9b": "Qwen/Qwen3-8B"}
 
 
 class Flux2KleinFamily(ModelFamily):
-    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``; ``flux2_klein_9b`` is the 9B arch.
-
-    ``aitk_tokenizer_source`` and the prefix-cache methods keep the base class's
-    behaviour: they serve training through ai-toolkit, which ``training_refusal``
-    rules out.
-    """
+    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``; ``flux2_klein_9b`` is the 9B arch."""
 
     def negative_prompt_arguments(self, pipe: Any, negative_prompt: str | None) -> dict[str, Any]:
         # Flux2KleinPipeline takes no negative prompt text (it guides against ""), only its embeddings.
@@ -67,18 +66,22 @@ class Flux2KleinFamily(ModelFamily):
                 "without swapping its shift and scale halves, so it would apply wrongly; train with "
                 "transformer_only: true (ai-toolkit's default), which leaves that layer out")
 
-    def training_refusal(self) -> str | None:
-        return ("ai-toolkit trains FLUX.2 [klein] with its own transformer and autoencoder at the published sizes "
-                "(from BFL single files) and its text encoder from a fixed hub repo, and zero-prior's subclass for "
-                "them is not built and tested through run.py yet; train the LoRA with "
-                "train_placeholder_token: false, or train the token on Qwen-Image or Z-Image")
+    def prefix_cache_refusal(self) -> str | None:
+        return ("FLUX.2 [klein]'s prompt embedding stacks the hidden states of encoder layers 9, 18 and 27, and "
+                "zero-prior's prefix cache computes the last layer's only; set placeholder.prefix_cache: false "
+                "(or leave it out)")
+
+    def aitk_tokenizer_source(self, model: Mapping[str, Any]) -> tuple[str, str]:
+        # ai-toolkit reads the tokenizer from the hub repo of the size's Qwen3 encoder, whatever name_or_path says.
+        arch = str(model.get("arch", self.aitk_arch)).split(":")[0]
+        return AITK_TEXT_ENCODERS.get(arch, AITK_TEXT_ENCODERS[self.aitk_arch]), ""
 
 
 FLUX2_KLEIN = Flux2KleinFamily(
     name="flux2_klein",
     label="FLUX.2 [klein]",
     aitk_arch="flux2_klein_4b",
-    zero_prior_arch="flux2_klein_zero_prior",  # reserved: no such ai-toolkit model while training_refusal holds
+    zero_prior_arch="flux2_klein_4b_zero_prior",
     pipeline_class="Flux2KleinPipeline",
     # The inpaint pipeline's _get_qwen3_prompt_embeds is diffusers' "Copied from" Flux2KleinPipeline's.
     pipeline_classes=("Flux2KleinPipeline", "Flux2KleinInpaintPipeline"),
@@ -87,4 +90,5 @@ FLUX2_KLEIN = Flux2KleinFamily(
     max_length=MAX_LENGTH,
     cfg_argument="guidance_scale",
     other_aitk_archs=("flux2_klein_9b",),
+    other_zero_prior_archs=("flux2_klein_9b_zero_prior",),
 )

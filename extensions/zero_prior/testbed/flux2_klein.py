@@ -29,6 +29,8 @@ TEXT_HIDDEN = 32
 TEXT_LAYERS = 27  # Flux2KleinPipeline reads hidden_states[27]
 STACKED_LAYERS = 3  # hidden states 9, 18, 27 side by side
 LATENT_CHANNELS = 32
+# ai-toolkit's FLUX.2 sizes for this folder's single files (read by aitk/runtime/testbed_sizes).
+AITK_SIZES_FILE = "aitk_sizes.json"
 # diffusers' FLUX.2 [klein] scheduler settings (the published scheduler_config.json, as ai-toolkit's flux2 model).
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
                     "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}

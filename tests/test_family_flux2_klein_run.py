@@ -1,0 +1,196 @@
+"""FLUX.2 [klein] through ai-toolkit's real ``run.py`` (arch ``flux2_klein_4b``), on the tiny FLUX.2 [klein], on CPU.
+
+The promises of ``test_aitk_run.py`` that depend on the model family, for
+ai-toolkit's own FLUX.2 model (BFL single files, a Qwen3 encoder whose layers
+9, 18 and 27 make the prompt): the vector trains and nothing else in the
+encoder changes, samples use the current vector, the file records the family
+and loads in ``Flux2KleinPipeline`` with the training-time embeddings (and is
+refused by a Z-Image pipeline), a resume restores the vector bit-exactly, the
+pivot freezes the prompts, the toggle off is ai-toolkit's own training, and a
+prefix cache it cannot build is refused before ai-toolkit starts. ai-toolkit
+builds FLUX.2 at the published sizes; the staged ``zero_prior_testbed``
+extension gives its loader the tiny sizes, for the built-in baseline and
+zero-prior's subclass alike. Two ``run.py`` starts: the first holds every job,
+the second resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tinytrain
+import torch
+from aitk_cases import TOKEN
+from aitk_jobs import (
+    JOB,
+    Run,
+    assert_resumed_bit_exactly,
+    assert_same_lora,
+    baseline,
+    continue_from,
+    grad_norms,
+    job_config,
+    last_sample_embeds,
+    max_abs_difference,
+    run_jobs,
+    stage_with_probe,
+)
+from safetensors.torch import load_file
+
+from zero_prior.aitk.launch import write_config
+from zero_prior.errors import FormatError
+from zero_prior.models.flux2_klein import FLUX2_KLEIN
+from zero_prior.placeholder.vocabulary import expand_prompt
+from zero_prior.testbed import make_subject_dataset
+from zero_prior.weights.format import read_zero_prior
+from zero_prior.weights.loader import load_zero_prior
+from zero_prior.weights.lora_check import read_lora
+
+VECTORS = 2
+FIRST_SPARE_ID = 151669  # Qwen3's tokenizer holds 151669 entries
+PIVOT_STEP = 2
+
+pytestmark = pytest.mark.long  # a whole family through run.py: the second pass of the test command
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("flux2_klein")
+
+
+@pytest.fixture(scope="module")
+def aitk_root(ai_toolkit_checkout: Path, workdir: Path) -> Path:
+    return stage_with_probe(ai_toolkit_checkout, workdir / "staged")
+
+
+@pytest.fixture(scope="module")
+def dataset(workdir: Path) -> Path:
+    return make_subject_dataset(workdir / "subject", num_images=4, size=64, seed=0)[0].parent
+
+
+def _write(name: str, workdir: Path, model: Path, dataset: Path, change) -> tuple[Path, Run]:
+    folder = workdir / name
+    config = job_config(model, dataset, folder, change, arch=FLUX2_KLEIN.aitk_arch)
+    path = write_config(config, workdir / f"{name}.yaml")
+    return path, Run("", folder / JOB)
+
+
+@pytest.fixture(scope="module")
+def runs(aitk_root: Path, workdir: Path, dataset: Path, tiny_flux2_dir: Path) -> dict[str, Run]:
+    """One ``run.py -r``: the probe run, the pivot, a refused prefix cache, the baseline as ours and as sd_trainer."""
+
+    def zero_prior(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"]["num_vectors"] = VECTORS
+
+    def pivot(process: dict) -> None:
+        process["type"] = "zero_prior_probe"
+        process["placeholder"]["stop_step"] = PIVOT_STEP
+
+    def prefix_cache(process: dict) -> None:
+        process["placeholder"]["prefix_cache"] = True
+
+    jobs = {"zero_prior": zero_prior, "pivot": pivot, "prefix_cache": prefix_cache,
+            "baseline_ours": baseline("zero_prior_trainer"), "baseline_builtin": baseline("sd_trainer")}
+    written = {name: _write(name, workdir, tiny_flux2_dir, dataset, change) for name, change in jobs.items()}
+    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
+    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+
+
+@pytest.fixture(scope="module")
+def resumed(aitk_root: Path, workdir: Path, dataset: Path, tiny_flux2_dir: Path, runs: dict[str, Run]) -> Run:
+    """The zero-prior run's final save and optimizer state continued to step 6 by the real process type."""
+    source = runs["zero_prior"]
+
+    def change(process: dict) -> None:
+        process["placeholder"]["num_vectors"] = VECTORS
+        process["train"].update(steps=6, disable_sampling=True)
+        process["logging"]["log_every"] = 1
+
+    path, run = _write("resumed", workdir, tiny_flux2_dir, dataset, change)
+    continue_from(source, run.save_root)
+    return Run(run_jobs(aitk_root, [path]), run.save_root)
+
+
+def test_the_vector_trains_and_the_text_encoder_does_not(runs: dict[str, Run]) -> None:
+    run = runs["zero_prior"]
+    at_2, at_4 = read_zero_prior(run.step(2)), read_zero_prior(run.final)
+    assert at_4.family == FLUX2_KLEIN.name and at_4.training_step == 4
+    [stored] = at_4.placeholders
+    assert stored.token == TOKEN and stored.token_ids == [FIRST_SPARE_ID, FIRST_SPARE_ID + 1]
+    assert stored.vectors.norm(dim=1).min() > 10 * max(stored.initial_norms)
+    assert not torch.equal(at_2.placeholders[0].vectors, stored.vectors)
+    norms = grad_norms(run.output, 2, VECTORS)
+    print(f"\nFLUX.2 [klein] through run.py: step-2 grad norms {norms}")
+    assert min(norms.values()) > 0
+    probe = json.loads((run.save_root.parent / "probe.json").read_text())
+    assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
+
+
+def test_samples_use_the_current_vector(runs: dict[str, Run]) -> None:
+    probe = json.loads((runs["zero_prior"].save_root.parent / "probe.json").read_text())
+    samples = probe["samples"]
+    assert [s["step"] for s in samples] == [2, 4]
+    assert all(s["prompt"] == f"a photo of {TOKEN}" and s["equal"] for s in samples)
+    assert samples[0]["vector_norm"] != samples[1]["vector_norm"]
+
+
+def test_the_file_loads_in_flux2_klein_pipeline_with_the_trained_rows(runs: dict[str, Run],
+                                                                      tiny_flux2_dir: Path) -> None:
+    final = runs["zero_prior"].final
+    pipe = tinytrain.load_pipe(tiny_flux2_dir)
+    result = load_zero_prior(pipe, final)
+    stored = read_zero_prior(final).placeholders[0]
+    [registered] = result.tokens
+    assert list(registered.token_ids) == stored.token_ids
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[stored.token_ids].detach(), stored.vectors)
+    # diffusers splits each fused qkv LoRA of BFL's names into to_q, to_k and to_v: more tensors than stored.
+    assert result.lora_tensors == len(read_lora(pipe, final, final.name)) > len(load_file(final)) > 0
+    assert pipe.get_list_adapters() == {"transformer": [result.adapter_name]}
+    # The last sample's prompt embeddings in ai-toolkit's FLUX.2 pipeline equal diffusers' with the file loaded.
+    trained = last_sample_embeds(runs["zero_prior"])
+    assert list(trained) == [f"a photo of {TOKEN}"]
+    for prompt, embeds in trained.items():
+        with torch.no_grad():
+            fresh, _ = pipe.encode_prompt(expand_prompt(prompt, result.tokens), device="cpu")
+        difference = max_abs_difference(embeds, fresh)
+        print(f"\nFLUX.2 [klein]: max abs difference, training vs Flux2KleinPipeline embeddings at {prompt!r}: "
+              f"{difference:.3g}")
+        assert difference <= 1e-6
+
+
+def test_a_zimage_pipeline_refuses_the_flux2_file(runs: dict[str, Run], tiny_zimage_dir: Path) -> None:
+    pipe = tinytrain.load_pipe(tiny_zimage_dir)
+    vocabulary = len(pipe.tokenizer)
+    with pytest.raises(FormatError, match=r"trained for FLUX.2 \[klein\]"):
+        load_zero_prior(pipe, runs["zero_prior"].final)
+    assert len(pipe.tokenizer) == vocabulary and not pipe.get_list_adapters()
+
+
+def test_resume_restores_the_vector_bit_exactly(runs: dict[str, Run], resumed: Run) -> None:
+    assert_resumed_bit_exactly(runs["zero_prior"], resumed, VECTORS)
+
+
+def test_the_pivot_freezes_the_prompts_and_drops_the_encoder(runs: dict[str, Run]) -> None:
+    run = runs["pivot"]
+    probe = json.loads((run.save_root.parent / "probe.json").read_text())
+    assert probe["pivot"]["step"] == PIVOT_STEP and probe["pivot"]["text_encoder_now"] == "FakeTextEncoder"
+    assert probe["pivot"]["old_text_encoder_devices"] == ["meta"]  # its memory is released
+    assert not any(probe["pivot"]["vector_requires_grad"]) and probe["pivot"]["sample_prompts_cached"]
+    assert probe["text_encoder_changed"] == []
+    at_pivot, final = read_zero_prior(run.step(PIVOT_STEP)), read_zero_prior(run.final)
+    assert torch.equal(at_pivot.placeholders[0].vectors, final.placeholders[0].vectors)
+    assert final.training_step == 4
+
+
+def test_prefix_cache_true_is_refused_before_ai_toolkit_writes(runs: dict[str, Run]) -> None:
+    run = runs["prefix_cache"]
+    assert ("Error running job: config.process[0].placeholder.prefix_cache: true cannot be used with "
+            "FLUX.2 [klein]") in run.output
+    assert not run.save_root.parent.exists()
+
+
+def test_baseline_through_this_process_equals_sd_trainer(runs: dict[str, Run]) -> None:
+    assert_same_lora(runs["baseline_ours"], runs["baseline_builtin"])
