@@ -103,6 +103,32 @@ def ai_toolkit_checkout() -> Path:
                           AI_TOOLKIT_ONLY_PACKAGES)
 
 
+# ai-toolkit's own FLUX.2 classes (BFL's layout): torch, einops, PIL and torchvision only, no toolkit package.
+AITK_FLUX2_SRC = "extensions_built_in/diffusion_models/flux2/src"
+
+
+@pytest.fixture(scope="session")
+def aitk_flux2_src(ai_toolkit_checkout: Path):
+    """ai-toolkit's ``flux2/src`` folder imported as a package of its own, so its relative imports work while
+    ``extensions_built_in`` (which imports all of ai-toolkit) stays unimported; its ``model``, ``autoencoder``
+    and ``sampling`` modules are attributes."""
+    import importlib
+    import importlib.util
+    import sys
+
+    name = "aitk_flux2_src"
+    if name not in sys.modules:
+        folder = ai_toolkit_checkout / AITK_FLUX2_SRC
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+    for module in ("model", "autoencoder", "sampling"):
+        importlib.import_module(f"{name}.{module}")
+    return sys.modules[name]
+
+
 @pytest.fixture(scope="session")
 def comfyui_checkout() -> Path:
     """The ComfyUI checkout ($COMFYUI_DIR, else ~/ComfyUI); skips, saying why, when it cannot be imported."""

@@ -12,7 +12,7 @@ ai-toolkit's own FLUX.2 module at the tiny sizes.
 
 from __future__ import annotations
 
-import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +27,7 @@ from zero_prior.models.flux2_klein import FLUX2_KLEIN
 from zero_prior.models.z_image import Z_IMAGE
 from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.placeholder.prepare import add_placeholders
+from zero_prior.testbed.flux2_bfl import SIZES_FILE
 from zero_prior.weights.export import export_weights
 from zero_prior.weights.format import read_zero_prior, save_lora_file, to_record
 from zero_prior.weights.loader import load_zero_prior
@@ -37,10 +38,6 @@ pytestmark = [pytest.mark.long, pytest.mark.slow]
 PROMPT = "a photo of <zwx> on a beach"
 STEPS = 3
 TOKENIZER_LENGTH = 151669
-# ai-toolkit's FLUX.2 module, its sizes set to the tiny test bed's (testbed/flux2_klein.py).
-AITK_MODEL = "extensions_built_in/diffusion_models/flux2/src/model.py"
-TINY_PARAMS = {"context_in_dim": 96, "hidden_size": 32, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
-               "axes_dim": [4, 4, 4, 4]}
 
 
 def _flow_loss(pipe, prompt: str, generator: torch.Generator) -> torch.Tensor:
@@ -154,18 +151,22 @@ def test_a_flux2_klein_file_is_refused_by_another_family_and_the_other_way(train
 
 
 @pytest.fixture(scope="module")
-def aitk_flux2(ai_toolkit_checkout: Path) -> ModuleType:
-    """ai-toolkit's own FLUX.2 module file (torch and einops only), imported without its package."""
-    spec = importlib.util.spec_from_file_location("aitk_flux2_model", ai_toolkit_checkout / AITK_MODEL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def aitk_flux2(aitk_flux2_src: ModuleType) -> ModuleType:
+    """ai-toolkit's own FLUX.2 module (src/model.py: torch and einops only)."""
+    return aitk_flux2_src.model
 
 
-def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(aitk_flux2, tiny_flux2_dir: Path,
+@pytest.fixture(scope="module")
+def tiny_params(tiny_flux2_dir: Path) -> dict:
+    """ai-toolkit's Klein4BParams values for the tiny test bed (its aitk_sizes.json)."""
+    return json.loads((tiny_flux2_dir / SIZES_FILE).read_text())["Klein4BParams"]
+
+
+def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(aitk_flux2, tiny_params: dict,
+                                                                               tiny_flux2_dir: Path,
                                                                                tmp_path: Path) -> None:
     torch.manual_seed(0)
-    bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**TINY_PARAMS))
+    bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**tiny_params))
     base = {key: value.detach().clone() for key, value in bfl.state_dict().items()}
     pipe = tinytrain.load_pipe(tiny_flux2_dir)
     # The tiny test bed is ai-toolkit's architecture: its weights load strictly, shape for shape.
@@ -191,10 +192,11 @@ def test_an_ai_toolkit_flux2_lora_lands_on_the_diffusers_transformer_exactly(ait
 
 
 def test_an_ai_toolkit_lora_on_the_final_modulation_is_refused_before_anything_changes(aitk_flux2, trained,
+                                                                                       tiny_params: dict,
                                                                                        tiny_flux2_dir: Path,
                                                                                        tmp_path: Path) -> None:
     torch.manual_seed(0)
-    bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**TINY_PARAMS))
+    bfl = aitk_flux2.Flux2(aitk_flux2.Klein4BParams(**tiny_params))
     base = {key: value.detach().clone() for key, value in bfl.state_dict().items()}
     final = "final_layer.adaLN_modulation.1"
     lora = _lora_state(bfl, ["double_blocks.0.img_attn.qkv", final], "diffusion_model.", 4)

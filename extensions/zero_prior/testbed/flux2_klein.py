@@ -9,6 +9,8 @@ entries, so a new token lands on id 151669, a spare row). The pipeline stacks
 the encoder's hidden states after layers 9, 18 and 27, so the tiny encoder
 keeps 27 decoder layers (at width 32) and the transformer's text input is
 three times that width; its head width (16) equals the sum of its four rope axes.
+The folder also holds the same transformer and VAE in BFL's layout, the files
+ai-toolkit loads, and the ai-toolkit sizes that build them (``flux2_bfl``).
 """
 
 from __future__ import annotations
@@ -19,23 +21,20 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ._cache import folder_digests
+from .flux2_bfl import write_bfl_files
 from .qwen3 import tiny_qwen3_config
 from .qwen_image import copy_tokenizer
 from .tokenizer import qwen3_tokenizer_dir
 
 # Bump when the configs or files below change, so cached builds are redone.
-BUILD_VERSION = "1"
+BUILD_VERSION = "3"
 TEXT_HIDDEN = 32
 TEXT_LAYERS = 27  # Flux2KleinPipeline reads hidden_states[27]
 STACKED_LAYERS = 3  # hidden states 9, 18, 27 side by side
 LATENT_CHANNELS = 32
-# ai-toolkit's FLUX.2 sizes for this folder's single files (read by aitk/runtime/testbed_sizes).
-AITK_SIZES_FILE = "aitk_sizes.json"
 # diffusers' FLUX.2 [klein] scheduler settings (the published scheduler_config.json, as ai-toolkit's flux2 model).
 SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
                     "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096}
-
-
 
 
 def _model_index() -> dict:
@@ -87,14 +86,21 @@ def build(out_dir: str | Path, seed: int = 0) -> Path:
             down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
             layers_per_block=1, norm_num_groups=32, sample_size=64,
         )
+        # Latent statistics away from the identity, as the real VAE's, so every path must apply them the same way.
+        with torch.no_grad():
+            vae.bn.running_mean.copy_(0.1 * torch.randn_like(vae.bn.running_mean))
+            vae.bn.running_var.copy_(0.5 + torch.rand_like(vae.bn.running_var))
         vae.save_pretrained(out / "vae", safe_serialization=True)
 
         torch.manual_seed(seed + 2)
         text_config = tiny_qwen3_config(TEXT_HIDDEN, layers=TEXT_LAYERS, heads=2, kv_heads=1)
         Qwen3ForCausalLM(text_config).eval().save_pretrained(out / "text_encoder")
 
+    write_bfl_files(out)
     FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(out / "scheduler")
     copy_tokenizer(qwen3_tokenizer_dir(), out / "tokenizer")
+    # ai-toolkit reads the encoder and its tokenizer from one folder (as the hub's Qwen/Qwen3-4B holds both).
+    copy_tokenizer(qwen3_tokenizer_dir(), out / "text_encoder")
     (out / "model_index.json").write_text(json.dumps(_model_index(), indent=2) + "\n", encoding="utf-8")
     return out
 

@@ -95,7 +95,7 @@ def _model_index() -> dict:
 
 def copy_tokenizer(source: Path, destination: Path) -> None:
     """Copy a cached tokenizer folder's files (not its cache manifest) into a pipeline folder."""
-    destination.mkdir(parents=True)
+    destination.mkdir(parents=True, exist_ok=True)
     for path in sorted(source.iterdir()):
         if path.is_file() and path.name != MANIFEST_NAME:
             shutil.copyfile(path, destination / path.name)
