@@ -53,11 +53,10 @@ from zero_prior.config_examples import example_path
 from zero_prior.models import FAMILY_NAMES, ModelFamily, family_named
 from zero_prior.models.qwen_image import QWEN_IMAGE
 from zero_prior.testbed import cached_tiny_pipeline, make_subject_dataset
+from zero_prior.testbed.qwen_image_edit_plus import edit_job
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from aitk_cases import edit_plus  # noqa: E402  (the tests' Edit-Plus job settings)
 
 # Qwen-Image's text-encoder embedding: rows x hidden.
 REAL_ROWS, REAL_HIDDEN = 152064, 3584
@@ -99,7 +98,7 @@ def arm_config(arm: str, values: dict[str, str], steps: int, warmup: int, family
     process = config["config"]["process"][0]
     process["model"]["arch"] = family.aitk_arch
     if family.control_images:
-        edit_plus(process, str(control))
+        edit_job(process, str(control))
     config["config"]["name"] = arm
     process["train"].update(train_placeholder_token=arm.startswith("zero_prior"), steps=steps)
     process["sample"]["sample_every"] = steps * 10

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zero_prior.aitk.launch import load_config_template
+from zero_prior.testbed.qwen_image_edit_plus import edit_job
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "config_examples" / "tiny_cpu.yaml"
@@ -101,19 +102,9 @@ REFUSALS: list[tuple[str, Callable[[dict], None], str]] = [
 
 
 def edit_plus(process: dict, control: str = "/unused") -> dict:
-    """``process`` made a Qwen-Image-Edit-Plus job: arch, the dataset's control folder, sample control images.
-
-    Control latents are encoded at the target size (ai-toolkit's ``match_target_res``): at its default
-    1024x1024 each step would cost a CPU test tens of seconds.
-    """
-    process["model"]["arch"] = "qwen_image_edit_plus"
-    process["model"]["model_kwargs"] = {"match_target_res": True}
-    process["datasets"][0]["control_path"] = control
-    prompts = process["sample"].pop("prompts")
-    # ctrl_img_1, as ai-toolkit's examples: a sample's ctrl_img also counts as its ctrl_img_1, and its prompt is
-    # then encoded with the image twice ("Picture 1", "Picture 2") while the transformer sees it once.
-    process["sample"]["samples"] = [{"prompt": prompt, "ctrl_img_1": f"{control}/000.png"} for prompt in prompts]
-    return process
+    """``process`` made a Qwen-Image-Edit-Plus job (``testbed.qwen_image_edit_plus.edit_job``); the rules' tests
+    need no real control folder."""
+    return edit_job(process, control)
 
 
 # What Qwen-Image-Edit-Plus rules out with the toggle on: (id, change to a valid edit_plus process, message start).

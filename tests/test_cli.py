@@ -54,6 +54,13 @@ def test_generate_writes_an_image(lora_file, tiny_pipeline_dir, tmp_path, capsys
     assert "placeholder '<zwx>': ids [151665] (registered)" in capsys.readouterr().out
 
 
+def test_the_demo_offers_every_family(capsys):
+    # Every family trains through ai-toolkit now (the edit family with control images), so each has a demo.
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--family {flux2_klein,qwen_image,qwen_image_edit_plus,zimage}" in capsys.readouterr().out
+
+
 def test_demo_without_ai_toolkit_says_how_to_get_it(tmp_path, capsys):
     assert main(["demo", "--ai-toolkit", str(tmp_path / "nowhere"), "--out", str(tmp_path / "demo")]) == 1
     err = capsys.readouterr().err

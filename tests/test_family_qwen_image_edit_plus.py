@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import tinytrain
 import torch
-from aitk_cases import EDIT_PLUS_REFUSALS, TOKEN, edit_plus
+from aitk_cases import EDIT_PLUS_REFUSALS, TOKEN
 from aitk_jobs import (
     JOB,
     Run,
@@ -43,6 +43,7 @@ from safetensors.torch import load_file
 from zero_prior.aitk.launch import write_config
 from zero_prior.errors import ConfigError, FormatError, PlaceholderError
 from zero_prior.models.qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
+from zero_prior.testbed.qwen_image_edit_plus import edit_job
 from zero_prior.placeholder.vocabulary import expand_prompt, light_copy
 from zero_prior.serving.generate import generate_images
 from zero_prior.testbed import cached_tiny_pipeline, make_subject_dataset
@@ -83,7 +84,7 @@ def _write(name: str, workdir: Path, model: Path, dataset: tuple[Path, Path], ch
     folder, (images, control) = workdir / name, dataset
 
     def edit_job(process: dict) -> None:
-        edit_plus(process, str(control))
+        edit_job(process, str(control))
         change(process)
 
     path = write_config(job_config(model, images, folder, edit_job), workdir / f"{name}.yaml")

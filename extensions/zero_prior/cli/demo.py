@@ -9,10 +9,8 @@ from typing import Any
 from ..models import DEFAULT_FAMILY, family_named
 from ..testbed.tiny_model import BUILDERS
 
-# The demo trains on captions alone through ai-toolkit; an edit family (control images) or a family zero-prior
-# cannot train yet (ModelFamily.training_refusal) has no demo.
-DEMO_FAMILIES = sorted(name for name in BUILDERS
-                       if not family_named(name).control_images and family_named(name).training_refusal() is None)
+# A family zero-prior cannot train through ai-toolkit (ModelFamily.training_refusal) has no demo.
+DEMO_FAMILIES = sorted(name for name in BUILDERS if family_named(name).training_refusal() is None)
 
 
 def register(subparsers: Any) -> None:

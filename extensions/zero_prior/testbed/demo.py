@@ -1,7 +1,8 @@
 """``zero-prior demo``: the whole product on the built-in tiny model, in a few minutes on a CPU.
 
 Builds the tiny real-architecture model of a family (Qwen-Image unless
-``family`` says otherwise) and a synthetic subject, trains
+``family`` says otherwise) and a synthetic subject (with control images for
+an edit family), trains
 the baseline (semantic trigger word) and the zero-prior arm through
 ai-toolkit's real ``run.py`` (staged, so the user's checkout is not touched),
 loads both results with ``load_zero_prior``, writes a side-by-side image with
@@ -45,6 +46,7 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
 
     from ..aitk.checkout import TESTED_COMMIT, find_ai_toolkit
     from ..aitk.launch import load_config_template, run_jobs
+    from .qwen_image_edit_plus import FIRST_CONTROL, edit_job
     from .subject import make_subject_dataset
     from .tiny_model import cached_tiny_pipeline
 
@@ -66,7 +68,9 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
         shutil.rmtree(runs)  # a leftover run would make ai-toolkit resume instead of train
     model = cached_tiny_pipeline(seed=0, family=family)
     dataset = out / "subject"
-    make_subject_dataset(dataset, num_images=8, size=64, seed=seed, caption="a photo of [trigger]", overwrite=True)
+    control = out / "control" if family_named(family).control_images else None
+    make_subject_dataset(dataset, num_images=8, size=64, seed=seed, caption="a photo of [trigger]", overwrite=True,
+                         control_dir=control)
     values = {"MODEL_PATH": str(model), "DATASET_PATH": str(dataset), "TRAINING_FOLDER": str(runs)}
     arms = {"demo_baseline": False, "demo_zero_prior": True}
     log = out / "train.log"
@@ -78,6 +82,8 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
         process["train"]["train_placeholder_token"] = enabled
         process["train"]["steps"] = steps
         process["model"]["arch"] = arch
+        if control is not None:
+            edit_job(process, str(control))
         if not enabled:
             process["trigger_word"] = BASELINE_TRIGGER
         configs.append(config)
@@ -86,21 +92,26 @@ def run_demo(out: Path, ai_toolkit: str | None = None, steps: int = 4, seed: int
     run_jobs(checkout, configs, log_path=log)
     baseline, zero_prior = (runs / name / f"{name}.safetensors" for name in arms)
     image = out / "side_by_side.png"
-    lines = _compare(model, baseline, zero_prior, image, seed)
+    lines = _compare(model, baseline, zero_prior, image, seed, control / FIRST_CONTROL if control else None)
     return DemoResult(baseline, zero_prior, image, log, time.perf_counter() - started, "\n".join(lines))
 
 
-def _compare(model: Path, baseline: Path, zero_prior: Path, image: Path, seed: int) -> list[str]:
-    """Load both LoRAs with the project's loader, generate with one seed, describe the placeholder."""
+def _compare(model: Path, baseline: Path, zero_prior: Path, image: Path, seed: int,
+             control: Path | None) -> list[str]:
+    """Load both LoRAs with the project's loader, generate with one seed (editing ``control`` for an edit family),
+    describe the placeholder."""
+    from PIL import Image
+
     from ..serving.generate import generate_images, load_pipeline
     from ..weights.loader import load_zero_prior
 
+    edited = Image.open(control).convert("RGB") if control is not None else None
     pictures, lines = [], []
     for path, trigger, label in ((baseline, BASELINE_TRIGGER, "baseline"), (zero_prior, "<zwx>", "zero-prior")):
         pipe = load_pipeline(model, device="cpu")
         result = load_zero_prior(pipe, path)
         prompt = PROMPT.format(trigger=trigger)
-        [picture] = generate_images(pipe, [prompt], seed=seed, steps=4, height=64, width=64)
+        [picture] = generate_images(pipe, [prompt], seed=seed, steps=4, height=64, width=64, image=edited)
         pictures.append((f"{label}: {prompt}", picture))
         lines.append(f"{label:10s}: {result.lora_tensors} LoRA tensors from {path}")
     record = read_zero_prior(zero_prior)

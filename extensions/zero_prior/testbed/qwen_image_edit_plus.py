@@ -28,6 +28,8 @@ VAE_BASE_DIM = 4
 # Qwen2.5-VL's preprocessor_config.json pixel bounds (min_pixels, max_pixels).
 MIN_PIXELS = 3136
 MAX_PIXELS = 12845056
+# The control image every tiny edit job's sample prompts use (make_subject_dataset's first image name).
+FIRST_CONTROL = "000.png"
 
 
 def _model_index() -> dict:
@@ -82,3 +84,21 @@ def build(out_dir: str | Path, seed: int = 0) -> Path:
 def cache_inputs() -> dict[str, str]:
     """What this build depends on besides the seed: its version and the Qwen-Image build's."""
     return {**qwen_image.cache_inputs(), "build_version": BUILD_VERSION, "qwen_image": qwen_image.BUILD_VERSION}
+
+
+def edit_job(process: dict, control: str) -> dict:
+    """``process`` (a tiny ai-toolkit job) made a Qwen-Image-Edit-Plus job: arch, control folder, sample controls.
+
+    Control latents are encoded at the target size (ai-toolkit's
+    ``match_target_res``): at its default 1024x1024 each step would cost a CPU
+    run tens of seconds. Each sample prompt gets ``control``'s ``000.png``.
+    """
+    process["model"]["arch"] = "qwen_image_edit_plus"
+    process["model"]["model_kwargs"] = {"match_target_res": True}
+    process["datasets"][0]["control_path"] = control
+    prompts = process["sample"].pop("prompts")
+    # ctrl_img_1, as ai-toolkit's examples: a sample's ctrl_img also counts as its ctrl_img_1, and its prompt is
+    # then encoded with the image twice ("Picture 1", "Picture 2") while the transformer sees it once.
+    process["sample"]["samples"] = [{"prompt": prompt, "ctrl_img_1": f"{control}/{FIRST_CONTROL}"}
+                                    for prompt in prompts]
+    return process
