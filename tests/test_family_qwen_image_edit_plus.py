@@ -43,7 +43,6 @@ from safetensors.torch import load_file
 from zero_prior.aitk.launch import write_config
 from zero_prior.errors import ConfigError, FormatError, PlaceholderError
 from zero_prior.models.qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
-from zero_prior.testbed.qwen_image_edit_plus import edit_job
 from zero_prior.placeholder.vocabulary import expand_prompt, light_copy
 from zero_prior.serving.generate import generate_images
 from zero_prior.testbed import cached_tiny_pipeline, make_subject_dataset

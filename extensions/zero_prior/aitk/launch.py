@@ -35,6 +35,8 @@ from .checkout import EXTENSION_NAME, package_dir
 
 # The staged extension that gives ai-toolkit's FLUX.2 loader the tiny test bed's sizes.
 TESTBED_EXTENSION = "zero_prior_testbed"
+# The file in a tiny model folder that names those sizes (testbed/flux2_bfl.py writes it).
+TESTBED_SIZES_FILE = "aitk_sizes.json"
 # Output kept in memory for the tail when it is not captured whole.
 TAIL_BYTES = 64 * 1024
 

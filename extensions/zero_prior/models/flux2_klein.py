@@ -44,7 +44,7 @@ AITK_TEXT_ENCODERS = {"flux2_klein_4b": "Qwen/Qwen3-4B", "flux2_klein_9b": "Qwen
 
 
 class Flux2KleinFamily(ModelFamily):
-    """Qwen3ForCausalLM under ``text_encoder``, the tokenizer under ``tokenizer``; ``flux2_klein_9b`` is the 9B arch."""
+    """Qwen3ForCausalLM under ``text_encoder``, its tokenizer under ``tokenizer``; ``flux2_klein_9b`` is the 9B."""
 
     def negative_prompt_arguments(self, pipe: Any, negative_prompt: str | None) -> dict[str, Any]:
         # Flux2KleinPipeline takes no negative prompt text (it guides against ""), only its embeddings.

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..aitk.launch import TESTBED_SIZES_FILE as SIZES_FILE
 from ..errors import FormatError
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 TRANSFORMER_FILE = "flux-2-klein-base-4b.safetensors"  # Flux2Klein4BModel.flux2_te_filename
 VAE_FILE = "ae.safetensors"  # flux2_model.FLUX2_VAE_FILENAME
-SIZES_FILE = "aitk_sizes.json"
 # ai-toolkit's AutoEncoder hard-codes these; a diffusers VAE with other values has no BFL equivalent.
 BFL_VAE_NORM_GROUPS = 32
 BFL_VAE_BATCH_NORM_EPS = 1e-4

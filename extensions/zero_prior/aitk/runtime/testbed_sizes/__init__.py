@@ -9,7 +9,7 @@ sizes. ``stage_ai_toolkit`` links this folder as ``extensions/zero_prior_testbed
 ai-toolkit imports every extension at start, so this module wraps
 ``Flux2Model.load_model`` for the built-in classes (baseline runs) and
 zero-prior's subclasses alike. The wrap acts only on a model folder that holds
-``testbed.flux2_bfl.SIZES_FILE`` (written by ``zero-prior tiny-model
+``aitk.launch.TESTBED_SIZES_FILE`` (written by ``zero-prior tiny-model
 --family flux2_klein``): then the transformer and autoencoder get the sizes it
 names and the text encoder (with its tokenizer) comes from the folder's
 ``text_encoder/``. Any other folder loads exactly as ai-toolkit loads it. The
@@ -28,12 +28,12 @@ from extensions_built_in.diffusion_models.flux2.src.autoencoder import AutoEncod
 from extensions_built_in.diffusion_models.flux2.src.model import Klein4BParams
 
 # Staged as its own extension, next to this package (``extensions.zero_prior``), so imported by that name.
-from extensions.zero_prior.testbed.flux2_bfl import SIZES_FILE
+from extensions.zero_prior.aitk.launch import TESTBED_SIZES_FILE
 
 
 def _tiny_sizes(model_path: str) -> dict[str, Any] | None:
     """The test bed's sizes for ``model_path``, or None for a model folder the test bed did not write."""
-    path = Path(model_path) / SIZES_FILE
+    path = Path(model_path) / TESTBED_SIZES_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
