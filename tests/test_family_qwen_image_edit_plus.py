@@ -82,11 +82,11 @@ def dataset(workdir: Path) -> tuple[Path, Path]:
 def _write(name: str, workdir: Path, model: Path, dataset: tuple[Path, Path], change) -> tuple[Path, Run]:
     folder, (images, control) = workdir / name, dataset
 
-    def edit_job(process: dict) -> None:
+    def edit(process: dict) -> None:
         edit_job(process, str(control))
         change(process)
 
-    path = write_config(job_config(model, images, folder, edit_job), workdir / f"{name}.yaml")
+    path = write_config(job_config(model, images, folder, edit), workdir / f"{name}.yaml")
     return path, Run("", folder / JOB)
 
 
