@@ -12,7 +12,10 @@ encoder's forward from the first placeholder on and its activation backward
 no gradient), plus the transformer's gradient into its text input; without
 the cache, the whole template and prompt run forward and backward every step,
 with the unused ``lm_head`` the pipeline's encoder call computes (over its
-padding too, where the pipeline pads: Z-Image to 512 positions). After the
+padding too, where the pipeline pads: Z-Image and FLUX.2 [klein] to 512
+positions; FLUX.2 [klein] also hands the padding to the transformer, and its
+prompt reads layer 27 of 36, so the backward, and a cached forward, stop
+there while the pipeline's call runs every layer). After the
 pivot the step is the baseline's. Prompts hold ``PROMPT_TOKENS`` tokens with the
 placeholder ``PLACEHOLDER_AT`` tokens in (ai-toolkit puts the trigger first).
 
@@ -21,7 +24,7 @@ placeholder ``PLACEHOLDER_AT`` tokens in (ai-toolkit puts the trigger first).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PROMPT_TOKENS = 100  # a long caption
 PLACEHOLDER_AT = 3  # "a photo of <zwx>, ..."
@@ -59,7 +62,12 @@ class Encoder:
 
 @dataclass(frozen=True)
 class Transformer:
-    """A diffusion transformer: ``dual`` (Qwen-Image's MMDiT) or ``single`` stream (Z-Image's S3-DiT)."""
+    """A diffusion transformer: ``dual`` (Qwen-Image's MMDiT) or ``single`` stream (Z-Image's S3-DiT).
+
+    FLUX.2's double- and single-stream blocks do the same products per token (q, k, v, output and a gated
+    3-matrix MLP; a single block fuses them into two linears) over the same joint sequence, so its blocks
+    count as ``dual`` ones.
+    """
 
     kind: str
     blocks: int
@@ -119,12 +127,20 @@ class Family:
     control_image_tokens: int = 0  # the control image's latent tokens next to the target's (edit models)
     prefix_cache: bool = True
     padded_to: int = 0  # positions the pipeline's encoder call pads every prompt to (Z-Image: 512)
+    padding_kept: bool = False  # the padded positions reach the transformer too (FLUX.2 [klein]: no mask)
+    read_layers: int = 0  # encoder layers up to the deepest one the prompt reads (0: every layer)
 
     def tokens(self) -> tuple[int, int, int]:
         """(first placeholder position, encoder positions, text tokens reaching the transformer)."""
         before = self.template_prefix + self.vision_tokens
         total = before + PROMPT_TOKENS + self.template_suffix
+        if self.padding_kept:
+            total = max(total, self.padded_to)
         return before + PLACEHOLDER_AT, total, total - self.drop
+
+    def read_encoder(self) -> Encoder:
+        """The encoder up to the deepest layer the prompt reads: the gradient starts there."""
+        return replace(self.encoder, layers=self.read_layers) if self.read_layers else self.encoder
 
     def baseline(self, image: int) -> int:
         _, _, text = self.tokens()
@@ -134,15 +150,16 @@ class Family:
         """The zero-prior step's MACs beyond the baseline's, with (``cached``) or without the prefix cache."""
         first, total, text = self.tokens()
         into_text = text * self.transformer.text_in * self.transformer.dim
+        read = self.read_encoder()
         if cached:  # the prefix's keys/values come from the cache (a varying prefix: recomputed, no gradient)
             varying = 0
             if self.vision_tokens:
-                varying = Vision().forward(4 * self.vision_tokens) + self.encoder.forward(0, first)
-            return varying + self.encoder.forward(first, total) + self.encoder.backward(first, total) + into_text
+                varying = Vision().forward(4 * self.vision_tokens) + read.forward(0, first)
+            return varying + read.forward(first, total) + read.backward(first, total) + into_text
         vision = Vision().forward(4 * self.vision_tokens) if self.vision_tokens else 0
         run = max(total, self.padded_to)  # padding positions run through every layer too
         logits = run * self.encoder.hidden * self.encoder.vocab
-        return vision + self.encoder.forward(0, run) + logits + self.encoder.backward(0, run) + into_text
+        return vision + self.encoder.forward(0, run) + logits + read.backward(0, run) + into_text
 
     def floor(self, resolution: int, cached: bool = True) -> float:
         """The zero-prior step's MACs over the baseline's at ``resolution`` px (8x VAE, 2x2 patches)."""
@@ -161,6 +178,9 @@ QWEN_TRANSFORMER = Transformer("dual", blocks=60, dim=3072, mlp=4 * 3072, mlp_ma
 # Qwen3-4B; Z-Image reads the second-to-last layer's states, but the pipeline's call runs every layer and lm_head.
 QWEN3_4B = Encoder(layers=36, hidden=2560, intermediate=9728, heads=32, kv_heads=8, head_dim=128, vocab=151936)
 Z_IMAGE_TRANSFORMER = Transformer("single", blocks=30, dim=3840, mlp=10240, mlp_matrices=3, text_in=2560, refiners=2)
+# ai-toolkit's Klein4BParams: 5 double + 20 single blocks at width 3072, MLP ratio 3; its text input is the hidden
+# states of Qwen3-4B's layers 9, 18 and 27 side by side (3 x 2560 = 7680).
+FLUX2_KLEIN_4B_TRANSFORMER = Transformer("dual", blocks=5 + 20, dim=3072, mlp=3 * 3072, mlp_matrices=3, text_in=7680)
 
 FAMILIES = {
     # "<|im_start|>system\n...<|im_end|>\n<|im_start|>user\n" = 34, "<|im_end|>\n<|im_start|>assistant\n" = 5.
@@ -175,6 +195,11 @@ FAMILIES = {
     # ZImagePipeline pads every prompt to 512 positions (max_sequence_length) before its encoder call.
     "zimage": Family("zimage", QWEN3_4B, Z_IMAGE_TRANSFORMER, template_prefix=3, template_suffix=5, drop=0,
                      prefix_cache=False, padded_to=512),
+    # "<|im_start|>user\n" = 3, "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n" = 9, nothing
+    # dropped. Flux2KleinPipeline pads to 512 positions and passes all of them (no mask) to the transformer; the
+    # prompt reads layer 27, but its encoder call runs all 36 layers and lm_head.
+    "flux2_klein": Family("flux2_klein", QWEN3_4B, FLUX2_KLEIN_4B_TRANSFORMER, template_prefix=3, template_suffix=9,
+                          drop=0, prefix_cache=False, padded_to=512, padding_kept=True, read_layers=27),
 }
 
 

@@ -4,16 +4,19 @@
 #      step time and peak memory (bf16), 512 and 1024 px -> gpu_step.json;
 #   2. benchmarks/gpu_zimage.py: the same arms on Z-Image (6B transformer, Qwen3-4B encoder; no prefix cache:
 #      refused for the family) -> gpu_zimage.json;
-#   3. benchmarks/gpu_24gb.py: config_examples/zero_prior_24gb.yaml's build (uint3 transformer + adapter,
+#   3. benchmarks/gpu_flux2_klein.py: the same arms on FLUX.2 [klein] 4B (4B transformer, Qwen3-4B encoder; no
+#      prefix cache either) -> gpu_flux2_klein.json;
+#   4. benchmarks/gpu_24gb.py: config_examples/zero_prior_24gb.yaml's build (uint3 transformer + adapter,
 #      qfloat8 text encoder) capped at 24 GiB, 4 steps with the token, the pivot, 4 steps on cached
 #      embeddings -> gpu_24gb.json;
-#   4. benchmarks/gpu_summary.py: every ratio with PASS/FAIL against issue 16's goals and flops.py's floor
+#   5. benchmarks/gpu_summary.py: every ratio with PASS/FAIL against issue 16's goals and flops.py's floor
 #      -> gpu.json (exit 1 on FAIL, after writing every JSON).
 # Qwen-Image-Edit-Plus is not measured here: its step needs the vision tower and control images (its
 # floor is in flops.py).
 # Device time, estimated (H200): ~15 s install; gpu_step.py 3-4 min (27B params built straight on the
 # device in bf16 take seconds; 4 arms x 2 resolutions x 6 steps of <= 2 s); gpu_zimage.py about 1 min
-# (10B params; 3 arms x 2 resolutions x 6 steps of < 1 s); gpu_24gb.py about 1.5 min. Total under 7 min.
+# (10B params; 3 arms x 2 resolutions x 6 steps of < 1 s); gpu_flux2_klein.py about 1 min (8B params; 3 arms x
+# 2 resolutions x 6 steps of < 1 s); gpu_24gb.py about 1.5 min. Total under 8 min (an estimate, not yet measured).
 #
 # 1. Here (with PyPI):   benchmarks/gpu.sh --prepare
 #    puts the diffusers and optimum-quanto wheels (both pure Python, py3-none-any) into .whl/ and the
@@ -61,6 +64,8 @@ python3 benchmarks/gpu_step.py --tokenizer "$qwen" --size $size --resolutions $r
     --steps $steps --warmup $warmup --out "$out/gpu_step.json" || status=1
 python3 benchmarks/gpu_zimage.py --tokenizer "$qwen3" --size $size --resolutions $resolutions \
     --steps $steps --warmup $warmup --out "$out/gpu_zimage.json" || status=1
+python3 benchmarks/gpu_flux2_klein.py --tokenizer "$qwen3" --size $size --resolutions $resolutions \
+    --steps $steps --warmup $warmup --out "$out/gpu_flux2_klein.json" || status=1
 python3 benchmarks/gpu_24gb.py --tokenizer "$qwen" --size $size --resolution $memory_resolution --steps $memory_steps \
     --out "$out/gpu_24gb.json" || status=1
 python3 benchmarks/gpu_summary.py "$out" || status=1

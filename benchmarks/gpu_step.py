@@ -182,8 +182,11 @@ def run_arm(pipe: Any, arm: str, resolution: int, steps: int, warmup: int, templ
 
 
 def benchmark_main(description: str, tokenizer_help: str, build: Callable[..., Any], sizes: dict[str, Any],
-                   lora_targets: list[str], arms: tuple[str, ...], label: str, **arm_kwargs: Any) -> None:
+                   lora_targets: list[str] | str, arms: tuple[str, ...], label: str, **arm_kwargs: Any) -> None:
     """The command line every full-size step benchmark shares: build, add the LoRA, run ``arms`` per resolution.
+
+    ``lora_targets`` is peft's ``target_modules``: module-name suffixes, or one regular expression over the full
+    names where a suffix would also match a non-linear module (FLUX.2's ``attn.to_out``).
 
     ``arm_kwargs`` go to ``run_arm`` (a family's template, encoder and loss); ``label`` names the
     architecture in the log and, with ``family`` among ``arm_kwargs``, the JSON records that family.

@@ -5,12 +5,13 @@ at most 1.10x at 512 px and 1.05x at 1024 px, after the pivot 1.00x (judged
 with ``PIVOT_TOLERANCE`` for timing noise, stated in the JSON), and the 24 GB
 recipe fits. The zero-prior arm judged is the one the family trains with:
 ``zero_prior`` (prefix cache) for Qwen-Image, ``zero_prior_full_encode`` for
-Z-Image, whose prefix cache is refused. Each check carries the physical floor
+Z-Image and FLUX.2 [klein], whose prefix cache is refused. Each check carries the physical floor
 of ``flops.py`` for the same family and resolution. Figures from the CPU
 (``gpu.sh --size tiny``) are not judged. Exit status 1 when any check fails
 or a file is missing.
 
-    python benchmarks/gpu_summary.py DIR   # DIR/gpu_step.json, gpu_zimage.json, gpu_24gb.json -> DIR/gpu.json
+    python benchmarks/gpu_summary.py DIR   # DIR/gpu_step.json, gpu_zimage.json, gpu_flux2_klein.json,
+                                           # gpu_24gb.json -> DIR/gpu.json
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from flops import FAMILIES
 STEP_GOALS = {512: 1.10, 1024: 1.05}
 PIVOT_TOLERANCE = 0.02
 # (file, family, the zero-prior arm that family trains with)
-STEP_FILES = (("gpu_step.json", "qwen_image", "zero_prior"), ("gpu_zimage.json", "zimage", "zero_prior_full_encode"))
+STEP_FILES = (("gpu_step.json", "qwen_image", "zero_prior"), ("gpu_zimage.json", "zimage", "zero_prior_full_encode"),
+              ("gpu_flux2_klein.json", "flux2_klein", "zero_prior_full_encode"))
 
 
 def step_checks(data: dict[str, Any], family: str, arm: str) -> list[dict[str, Any]]:
-    """One check per (resolution, judged arm) of a gpu_step.py / gpu_zimage.py result file."""
+    """One check per (resolution, judged arm) of a gpu_step.py / gpu_zimage.py / gpu_flux2_klein.py result file."""
     checks = []
     for row in data["results"]:
         resolution = row["resolution"]

@@ -39,14 +39,21 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3"]
 PROMPT = "a professional photo of {} standing in a sunlit garden"
 
 
+def qwen3_config(text: dict[str, Any]) -> Any:
+    """Qwen3-4B's config.json (vocabulary, norms, rope) at the widths and depth of ``text`` (a ``SIZES`` entry's)."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                       bos_token_id=151643, eos_token_id=151645, **text)
+
+
 def build(size_name: str, tokenizer_dir: str, device: str, dtype: torch.dtype) -> Any:
     """Construct both models directly on ``device`` in ``dtype`` with their default random init."""
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
 
     size = SIZES[size_name]
-    config = Qwen3Config(vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
-                         bos_token_id=151643, eos_token_id=151645, **size["text"])
+    config = qwen3_config(size["text"])
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
