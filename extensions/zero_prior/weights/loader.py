@@ -180,7 +180,8 @@ def _load(
                                    "and strength; nothing changed"], unchanged=True)
     _refuse_fused(pipe, text_encoder, digest, label)
     name = adapter_name or _adapter_name(package.source)
-    if name in _adapter_names(pipe):
+    others = _adapter_names(pipe)
+    if name in others:
         raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass another "
                                "adapter_name")
     active = list(pipe.get_active_adapters())
@@ -191,7 +192,8 @@ def _load(
     registered_here: set[str] = set()
     try:
         _load_lora(pipe, package.lora_file, lora, adapter_metadata, name)
-        _activate(pipe.transformer, [*active, name], name, lora_scale)
+        if others or lora_scale != 1.0:  # the only adapter, at full strength: diffusers leaves it so already
+            _activate(pipe.transformer, [*active, name], name, lora_scale)
         for stored, existing in plan:
             if existing is not None:
                 result.reused.append(stored.token)
