@@ -128,6 +128,28 @@ def test_diffusers_folder_is_native_and_exact_in_stock_diffusers(trained, export
     assert torch.equal(outputs[0], outputs[1])
 
 
+def test_a_diffusers_file_is_applied_with_its_own_adapter_metadata(trained, exports, tiny_pipeline_dir, tmp_path):
+    """lora_adapter_metadata (here alpha = 2 x rank) sets the strength exactly as stock diffusers applies it."""
+    source = exports["diffusers"].output / "pytorch_lora_weights.safetensors"
+    with safe_open(str(source), framework="pt") as handle:
+        tensors, header = {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata())
+    adapter = json.loads(header["lora_adapter_metadata"])
+    adapter["transformer.lora_alpha"] = 2 * adapter["transformer.r"]
+    header["lora_adapter_metadata"] = json.dumps(adapter)
+    folder = tmp_path / "alpha"
+    folder.mkdir()
+    save_file(tensors, str(folder / "pytorch_lora_weights.safetensors"), metadata=header)
+    outputs = []
+    for load in (lambda p: load_zero_prior(p, folder), lambda p: load_zero_prior(p, exports["diffusers"].output),
+                 lambda p: p.load_lora_weights(str(folder), weight_name="pytorch_lora_weights.safetensors")):
+        pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+        load(pipe)
+        with torch.no_grad():
+            outputs.append(tinytrain.transformer_output(pipe, trained.embeds))
+    ours, alpha_is_rank, stock = outputs
+    assert torch.equal(ours, stock) and not torch.allclose(ours, alpha_is_rank, atol=1e-4)
+
+
 def test_token_scale_zero_is_a_zero_row_and_one_the_trained_vector(trained, tiny_pipeline_dir):
     path, train_embeds = trained.path, trained.embeds
     scaled = tinytrain.load_pipe(tiny_pipeline_dir)

@@ -16,6 +16,7 @@ entry at a time (``entry_id``, ``next_token_id``): ``get_vocab()`` and even
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -220,11 +221,14 @@ def _rebuilt_backend(inner, removed: set[str]):  # -> (tokenizers.Tokenizer, dic
     for part in ("normalizer", "pre_tokenizer", "post_processor", "decoder"):
         if getattr(inner, part) is not None:
             setattr(fresh, part, getattr(inner, part))
+    kept = [(old_id, added) for old_id, added in sorted(inner.get_added_tokens_decoder().items())
+            if added.content not in removed]
+    # In order, one call per run of special / non-special entries: each call rebuilds the backend's added-token
+    # matcher, so adding Qwen's 22 entries one by one cost ~2.7 ms per copy, in two runs ~0.4 ms.
+    for special, run in itertools.groupby(kept, key=lambda item: item[1].special):
+        (fresh.add_special_tokens if special else fresh.add_tokens)([added for _, added in run])
     moves = {}
-    for old_id, added in sorted(inner.get_added_tokens_decoder().items()):
-        if added.content in removed:
-            continue
-        (fresh.add_special_tokens if added.special else fresh.add_tokens)([added])
+    for old_id, added in kept:
         new_id = fresh.token_to_id(added.content)
         if new_id != old_id:
             moves[old_id] = new_id

@@ -38,7 +38,6 @@ from ..errors import ExportError, FormatError
 from ..fileio import atomic_file, atomic_folder, describe_os_error
 from ..models import DEFAULT_FAMILY, FAMILY_NAMES, family_named
 from .format import METADATA_KEY, read_header, save_lora_file
-from .lora_check import stored_keys
 from .package import META_JSON, ZIP_LORA_MEMBER, WeightsPackage, describe_weights, open_weights
 
 FORMATS = ("zip", "comfyui", "diffusers")
@@ -173,7 +172,7 @@ def _family_label(name: str | None) -> str:
 def _write_diffusers(package: WeightsPackage, folder: Path) -> ExportResult:
     # diffusers' own reading of the file: exactly the tensors load_zero_prior would load.
     family = family_named(package.record.family) if package.record is not None else DEFAULT_FAMILY
-    refusal = family.lora_refusal(stored_keys(package.lora_file))
+    refusal = family.lora_refusal(package.tensor_names)
     if refusal:  # diffusers' converter would write the misread tensors into the export
         raise FormatError(f"{package.label}: {refusal}")
     pipeline = family.pipeline_type()

@@ -259,8 +259,22 @@ def save_lora_file(
     return path
 
 
-def read_header(path: str | os.PathLike[str], label: str | None = None) -> dict[str, str]:
-    """Return a ``.safetensors`` file's metadata header without loading its tensors (``label`` names it in errors)."""
+@dataclass(frozen=True)
+class FileLayout:
+    """A ``.safetensors`` file as its header describes it: the metadata and every tensor's name and shape."""
+
+    metadata: dict[str, str]
+    shapes: dict[str, list[int]]  # tensor name as stored (before any converter renames it) -> shape
+
+    @property
+    def ranks(self) -> list[int]:
+        """The rank of every LoRA pair (its down/A matrix's first dimension)."""
+        down = (".lora_A.weight", ".lora_down.weight")
+        return [shape[0] for key, shape in self.shapes.items() if key.endswith(down)]
+
+
+def read_layout(path: str | os.PathLike[str], label: str | None = None) -> FileLayout:
+    """Read a ``.safetensors`` file's header (one open, no tensor loaded); ``label`` names the file in errors."""
     path = Path(path)
     label = label or str(path)
     if not path.is_file():
@@ -268,17 +282,16 @@ def read_header(path: str | os.PathLike[str], label: str | None = None) -> dict[
         raise FormatError(f"{label}: {what}; pass the LoRA .safetensors file a training wrote")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return dict(handle.metadata() or {})
+            return FileLayout(dict(handle.metadata() or {}),
+                              {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()})
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise FormatError(f"{label}: not a readable .safetensors file ({error}); {_DAMAGED} "
                           "(a cut-off download or a .ckpt/.pt file is not a LoRA .safetensors)") from None
 
 
-def lora_ranks(path: str | os.PathLike[str]) -> list[int]:
-    """The rank of every LoRA pair in a file (its down/A matrices' first dimension), without loading tensors."""
-    with safe_open(str(path), framework="pt") as handle:
-        down = [k for k in handle.keys() if k.endswith((".lora_A.weight", ".lora_down.weight"))]
-        return [handle.get_slice(k).get_shape()[0] for k in down]
+def read_header(path: str | os.PathLike[str], label: str | None = None) -> dict[str, str]:
+    """Return a ``.safetensors`` file's metadata header without loading its tensors (``label`` names it in errors)."""
+    return read_layout(path, label).metadata
 
 
 def read_zero_prior(path: str | os.PathLike[str]) -> ZeroPriorRecord | None:

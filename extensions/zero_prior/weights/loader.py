@@ -49,7 +49,7 @@ from .applied import (
     write_rows,
 )
 from .format import StoredPlaceholder, ZeroPriorRecord, vector_sha256
-from .lora_check import DIGEST_ROWS, check_fits, lora_digest, read_lora, stored_keys, weight_digest
+from .lora_check import DIGEST_ROWS, check_fits, lora_digest, read_lora, weight_digest
 from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
@@ -166,9 +166,9 @@ def _load(
     tokenizers, text_encoder = family.tokenizers(pipe), family.text_encoder(pipe)
     state = applied_state(text_encoder)
     plan = _plan_placeholders(tokenizers, text_encoder, family, record, label, token_scale) if record else []
-    lora = read_lora(pipe, package.lora_file, label)
+    lora, adapter_metadata = read_lora(pipe, package.lora_file, label)
     modules = check_fits(pipe.transformer, lora, label)
-    refusal = family.lora_refusal(stored_keys(package.lora_file))
+    refusal = family.lora_refusal(package.tensor_names)
     if refusal:
         raise FormatError(f"{label}: {refusal}")
     digest = lora_digest(lora)
@@ -180,7 +180,8 @@ def _load(
                                    "and strength; nothing changed"], unchanged=True)
     _refuse_fused(pipe, text_encoder, digest, label)
     name = adapter_name or _adapter_name(package.source)
-    if name in _adapter_names(pipe):
+    others = _adapter_names(pipe)
+    if name in others:
         raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass another "
                                "adapter_name")
     active = list(pipe.get_active_adapters())
@@ -190,9 +191,9 @@ def _load(
     result = LoadResult(package.source, name, lora_scale, len(lora), token_scale)
     registered_here: set[str] = set()
     try:
-        # The path, not the dict read above, is loaded so diffusers also sees the file's own metadata.
-        pipe.load_lora_weights(str(package.lora_file.parent), weight_name=package.lora_file.name, adapter_name=name)
-        _activate(pipe.transformer, [*active, name], name, lora_scale)
+        _load_lora(pipe, package.lora_file, lora, adapter_metadata, name)
+        if others or lora_scale != 1.0:  # the only adapter, at full strength: diffusers leaves it so already
+            _activate(pipe.transformer, [*active, name], name, lora_scale)
         for stored, existing in plan:
             if existing is not None:
                 result.reused.append(stored.token)
@@ -312,6 +313,21 @@ def _refuse_fused(pipe: Any, text_encoder: Any, digest: str, label: str) -> None
                 "fuse_lora, then saved?), so loading it again would apply the LoRA twice; use the pipeline as it "
                 "is (its token is still registered), or load the file into the base model"
             )
+
+
+def _load_lora(pipe: Any, lora_file: Path, lora: dict[str, torch.Tensor], adapter_metadata: dict[str, Any] | None,
+               name: str) -> None:
+    """``load_lora_weights`` on the tensors ``read_lora`` read and checked, so the file is read once.
+
+    From a dict diffusers reads exactly what it reads from the file: its converter leaves converted keys alone
+    (``check_fits`` admitted only ``transformer.<module>.lora_A/B.weight``) and a file without adapter metadata
+    gives none either way. A file with ``lora_adapter_metadata`` is loaded from the file, as a dict cannot carry
+    that metadata and diffusers would otherwise take alpha == rank.
+    """
+    if adapter_metadata is None:
+        pipe.load_lora_weights(lora, adapter_name=name)
+    else:
+        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name, adapter_name=name)
 
 
 def _activate(transformer: torch.nn.Module, names: list[str], new: str, lora_scale: float) -> None:

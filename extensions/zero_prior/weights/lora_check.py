@@ -26,28 +26,23 @@ PREFIX = "transformer."
 _SUFFIXES = (".lora_A.weight", ".lora_B.weight")
 
 
-def read_lora(pipe: Any, lora_file: Path, label: str) -> dict[str, torch.Tensor]:
-    """The LoRA as the pipeline's converter reads it (``transformer.<module>.lora_A/B.weight`` keys)."""
+def read_lora(pipe: Any, lora_file: Path, label: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The LoRA as the pipeline's converter reads it (``transformer.<module>.lora_A/B.weight`` keys).
+
+    Also returns the file's diffusers adapter metadata (``lora_adapter_metadata``: alpha, rank pattern...),
+    None for a file without it, as ``load_lora_weights`` reads it from the file.
+    """
     # Folder + weight_name: diffusers refuses a bare file path under HF_HUB_OFFLINE=1.
     try:
-        state = pipe.lora_state_dict(str(lora_file.parent), weight_name=lora_file.name)
+        state, metadata = pipe.lora_state_dict(str(lora_file.parent), weight_name=lora_file.name,
+                                               return_lora_metadata=True)
     except (ValueError, KeyError, TypeError, RuntimeError, OSError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise FormatError(
             f"{label}: diffusers cannot read it as a {type(pipe).__name__} LoRA ({reason}); pass a LoRA trained for "
             "this model (zero_prior_trainer's or ai-toolkit's .safetensors)"
         ) from None
-    if isinstance(state, tuple):  # some loaders also return the file's adapter metadata
-        state = state[0]
-    return dict(state)
-
-
-def stored_keys(lora_file: Path) -> list[str]:
-    """The tensor names as the file stores them, before any converter renames them."""
-    from safetensors import safe_open
-
-    with safe_open(str(lora_file), framework="pt") as handle:
-        return list(handle.keys())
+    return dict(state), metadata
 
 
 def check_fits(transformer: torch.nn.Module, state: dict[str, torch.Tensor], label: str) -> list[str]:

@@ -28,10 +28,10 @@ from .format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     METADATA_KEY,
+    FileLayout,
     ZeroPriorRecord,
     decode_record,
-    lora_ranks,
-    read_header,
+    read_layout,
     vector_sha256,
 )
 
@@ -60,6 +60,7 @@ class WeightsPackage:
     label: str  # how messages name the LoRA file
     record: ZeroPriorRecord | None  # the verified placeholder record; None for a plain LoRA
     meta_json: dict[str, Any] | None  # the package's meta.json, already checked against the file
+    tensor_names: list[str]  # the LoRA file's tensor names as stored, before any converter renames them
 
 
 @contextmanager
@@ -107,16 +108,17 @@ def describe_weights(lora_file: str | os.PathLike[str], label: str | None = None
     """
     lora_file = Path(lora_file)
     label = label or str(lora_file)
-    header, ranks = _read_header(lora_file, label)
-    return _describe(header, ranks, _decode(header, label))
+    layout = read_layout(lora_file, label)
+    return _describe(layout, _decode(layout.metadata, label))
 
 
 def _checked(source: Path, lora: Path, label: str, meta_json: dict[str, Any] | None) -> WeightsPackage:
-    header, ranks = _read_header(lora, label)
-    record = _decode(header, label)
+    layout = read_layout(lora, label)
+    record = _decode(layout.metadata, label)
     if meta_json is not None:
-        _check_meta_json(meta_json, _describe(header, ranks, record), record, label, f"{source} ({META_JSON})")
-    return WeightsPackage(source=source, lora_file=lora, label=label, record=record, meta_json=meta_json)
+        _check_meta_json(meta_json, _describe(layout, record), record, label, f"{source} ({META_JSON})")
+    return WeightsPackage(source=source, lora_file=lora, label=label, record=record, meta_json=meta_json,
+                          tensor_names=list(layout.shapes))
 
 
 def _folder_contents(folder: Path) -> tuple[Path, dict[str, Any] | None]:
@@ -236,18 +238,14 @@ def _parse_meta_json(raw: bytes, where: str) -> dict[str, Any]:
     return data
 
 
-def _read_header(lora: Path, label: str) -> tuple[dict[str, str], list[int]]:
-    """The file's metadata and its LoRA ranks (``format`` reads both; errors name ``label``)."""
-    return read_header(lora, label), lora_ranks(lora)
-
-
 def _decode(header: Mapping[str, str], label: str) -> ZeroPriorRecord | None:
     text = header.get(METADATA_KEY)
     return None if text is None else decode_record(text, source=label)
 
 
-def _describe(header: Mapping[str, str], ranks: list[int], record: ZeroPriorRecord | None) -> dict[str, Any]:
+def _describe(layout: FileLayout, record: ZeroPriorRecord | None) -> dict[str, Any]:
     """meta.json as derived from one file (see ``describe_weights``)."""
+    header, ranks = layout.metadata, layout.ranks
     first = record.placeholders[0] if record and record.placeholders else None
     training_info = _header_value(header, "training_info")
     steps = record.training_step if record else None
