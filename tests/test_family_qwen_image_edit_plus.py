@@ -46,6 +46,7 @@ from zero_prior.models.qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
 from zero_prior.placeholder.vocabulary import expand_prompt, light_copy
 from zero_prior.serving.generate import generate_images
 from zero_prior.testbed import cached_tiny_pipeline, make_subject_dataset
+from zero_prior.testbed.qwen_image_edit_plus import edit_job
 from zero_prior.weights import loader as loader_module
 from zero_prior.weights.format import read_zero_prior
 from zero_prior.weights.loader import load_zero_prior, unload_zero_prior
