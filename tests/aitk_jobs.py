@@ -99,6 +99,25 @@ def max_abs_difference(a: Any, b: Any) -> float:
     return worst
 
 
+def assert_samples_encode_as(run: Run, pipe: Any, result: Any, label: str, **encode: Any) -> None:
+    """The run's last sample embeddings ('a photo of <token>') equal ``pipe.encode_prompt``'s with the file loaded
+    (``result``: ``load_zero_prior``'s), to 1e-6; prints the difference. ``encode``: further ``encode_prompt``
+    arguments."""
+    import torch
+
+    from zero_prior.placeholder.vocabulary import expand_prompt
+
+    trained = last_sample_embeds(run)
+    assert list(trained) == [f"a photo of {TOKEN}"]
+    for prompt, embeds in trained.items():
+        with torch.no_grad():
+            fresh, _ = pipe.encode_prompt(expand_prompt(prompt, result.tokens), device="cpu", **encode)
+        difference = max_abs_difference(embeds, fresh)
+        print(f"\n{label}: max abs difference, training vs {type(pipe).__name__} embeddings at {prompt!r}: "
+              f"{difference:.3g}")
+        assert difference <= 1e-6
+
+
 def baseline(process_type: str) -> Callable[[dict], None]:
     """A job change: the toggle off (a plain trigger word, no sampling) under ``process_type``."""
     def change(process: dict) -> None:

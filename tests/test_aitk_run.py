@@ -27,10 +27,9 @@ from aitk_cases import REFUSALS, TOKEN
 from aitk_jobs import (
     JOB,
     Run,
+    assert_samples_encode_as,
     grad_norms,
     job_config,
-    last_sample_embeds,
-    max_abs_difference,
     run_jobs,
     stage_with_probe,
 )
@@ -209,15 +208,7 @@ def test_lora_file_loads_with_load_zero_prior(zero_prior_run: Run, tiny_pipeline
     assert torch.equal(rows.detach(), stored.vectors)
     assert result.lora_tensors == len(load_file(zero_prior_run.final))
     # The last sample's prompt embeddings in training equal QwenImagePipeline's with the file loaded.
-    trained = last_sample_embeds(zero_prior_run)
-    assert list(trained) == [f"a photo of {TOKEN}"]
-    for prompt, embeds in trained.items():
-        with torch.no_grad():
-            fresh, _ = pipe.encode_prompt(expand_prompt(prompt, result.tokens), device="cpu")
-        difference = max_abs_difference(embeds, fresh)
-        print(f"Qwen-Image: max abs difference, training vs QwenImagePipeline embeddings at {prompt!r}: "
-              f"{difference:.3g}")
-        assert difference <= 1e-6
+    assert_samples_encode_as(zero_prior_run, pipe, result, "Qwen-Image")
 
 
 def test_lora_file_loads_with_plain_diffusers(zero_prior_run: Run, tiny_pipeline_dir: Path) -> None:

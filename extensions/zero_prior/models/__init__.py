@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PipelineError
-from .family import ModelFamily
+from .family import ModelFamily, base_arch
 from .flux2_klein import FLUX2_KLEIN
 from .qwen_image import QWEN_IMAGE
 from .qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
@@ -33,12 +33,12 @@ def family_for_arch(arch: str | None) -> ModelFamily | None:
     """The family of an ai-toolkit arch (``qwen_image``, ``qwen_image:2512``, or our own arch); None if unsupported.
 
     ai-toolkit cuts a tag after a colon (``ModelConfig``), so ``arch: qwen_image:2512`` trains Qwen-Image and
-    ``qwen_image_edit_plus:2511`` Qwen-Image-Edit-Plus; this is the one place zero-prior does the same.
+    ``qwen_image_edit_plus:2511`` Qwen-Image-Edit-Plus; ``base_arch`` is the one place zero-prior does the same.
 
     >>> family_for_arch("qwen_image:2512").name, family_for_arch("qwen_image_edit_plus:2511").name
     ('qwen_image', 'qwen_image_edit_plus')
     """
-    base = str(arch).split(":")[0] if arch is not None else None
+    base = base_arch(str(arch)) if arch is not None else None
     return next((f for f in FAMILIES
                  if base in (f.aitk_arch, f.zero_prior_arch, *f.other_aitk_archs, *f.other_zero_prior_archs)), None)
 

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def base_arch(arch: str) -> str:
+    """ai-toolkit's arch without a ``:variant`` tail, which ai-toolkit cuts off (``ModelConfig``).
+
+    >>> base_arch("qwen_image:2512"), base_arch("zimage")
+    ('qwen_image', 'zimage')
+    """
+    return arch.split(":")[0]
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """One model family; subclasses implement the encoder-specific methods.
@@ -55,7 +64,7 @@ class ModelFamily:
         A family with several model sizes (FLUX.2 [klein] 4B and 9B) has one
         ai-toolkit class per size, so one subclass per size too.
         """
-        base = aitk_arch.split(":")[0]
+        base = base_arch(aitk_arch)
         if base in self.other_aitk_archs:
             return self.other_zero_prior_archs[self.other_aitk_archs.index(base)]
         return self.zero_prior_arch

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .family import ModelFamily
+from .family import ModelFamily, base_arch
 
 # What the tokenizer's chat template renders for Flux2KleinPipeline._get_qwen3_prompt_embeds (enable_thinking
 # False; checked by tests/test_models.py).
@@ -73,7 +73,7 @@ class Flux2KleinFamily(ModelFamily):
 
     def aitk_tokenizer_source(self, model: Mapping[str, Any]) -> tuple[str, str]:
         # ai-toolkit reads the tokenizer from the hub repo of the size's Qwen3 encoder, whatever name_or_path says.
-        arch = str(model.get("arch", self.aitk_arch)).split(":")[0]
+        arch = base_arch(str(model.get("arch", self.aitk_arch)))
         return AITK_TEXT_ENCODERS.get(arch, AITK_TEXT_ENCODERS[self.aitk_arch]), ""
 
 

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..models.qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
 from . import qwen_image
 from .tokenizer import qwen_tokenizer_dir
 
@@ -93,7 +94,7 @@ def edit_job(process: dict, control: str) -> dict:
     ``match_target_res``): at its default 1024x1024 each step would cost a CPU
     run tens of seconds. Each sample prompt gets ``control``'s ``000.png``.
     """
-    process["model"]["arch"] = "qwen_image_edit_plus"
+    process["model"]["arch"] = QWEN_IMAGE_EDIT_PLUS.aitk_arch
     process["model"]["model_kwargs"] = {"match_target_res": True}
     process["datasets"][0]["control_path"] = control
     prompts = process["sample"].pop("prompts")
