@@ -18,7 +18,9 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from zero_prior.errors import PlaceholderError
 from zero_prior.placeholder.config import PlaceholderConfig
+from zero_prior.weights.applied import saved_records, set_saved_records
 from zero_prior.weights.loader import load_zero_prior, unload_zero_prior
+from zero_prior.weights.lora_check import lora_digest, read_lora
 
 PROMPT = tinytrain.TWO_TOKEN_PROMPT
 BASE_VOCAB = 151665
@@ -145,6 +147,22 @@ def test_fuse_and_unfuse_keep_the_output(trained, tiny_pipeline_dir):
         unfused = tinytrain.transformer_output(pipe, trained.embeds)
     assert torch.allclose(fused, loaded, atol=1e-5) and torch.allclose(unfused, loaded, atol=1e-6)
     assert (loaded - trained.output).abs().max().item() <= 1e-5
+
+
+def test_a_record_written_before_the_sampled_digest_still_refuses_the_fused_lora(cat_lora, tiny_pipeline_dir):
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    load_zero_prior(pipe, cat_lora)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()  # the LoRA is in the weights now
+    # The record as loads before the sampled digest wrote it (and a pipeline saved then keeps): the sha256 of
+    # every element, and no "lora_samples" key.
+    [record] = saved_records(pipe.text_encoder)
+    lora, _ = read_lora(pipe, cat_lora, "cat")
+    old = {key: value for key, value in record.items() if key != "lora_samples"}
+    set_saved_records(pipe.text_encoder, [old | {"lora_sha256": lora_digest(lora, None)}])
+    with pytest.raises(PlaceholderError, match=r"already applied to this pipeline and its weights have changed since"):
+        load_zero_prior(pipe, cat_lora)
+    assert not pipe.get_list_adapters()
 
 
 @pytest.mark.slow  # a save_pretrained and a reload: about 3 s

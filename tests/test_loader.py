@@ -10,6 +10,7 @@ from safetensors import safe_open
 from zero_prior.errors import FormatError, PlaceholderError
 from zero_prior.weights.format import save_lora_file
 from zero_prior.weights.loader import load_zero_prior
+from zero_prior.weights.lora_check import DIGEST_SAMPLES, lora_digest, read_lora
 
 PROMPT = tinytrain.TWO_TOKEN_PROMPT
 _transformer_output = tinytrain.transformer_output
@@ -70,6 +71,35 @@ def test_loading_twice_reuses_the_same_vector_and_refuses_a_different_one(traine
     with pytest.raises(PlaceholderError, match="'<zwx>' is already registered in this pipeline with a different "
                                                "vector"):
         load_zero_prior(pipe, other, adapter_name="third")
+
+
+def test_a_lora_that_differs_only_between_the_sampled_elements_loads_as_the_new_lora_it_is(
+    trained, tiny_pipeline_dir, tmp_path
+):
+    # The digest hashes DIGEST_SAMPLES elements of each tensor: a file that differs from the loaded one only
+    # elsewhere has the same digest, and the live adapter's own tensors must tell them apart.
+    path = trained.path
+    with safe_open(str(path), framework="pt") as handle:
+        [target, *_] = sorted(key for key in handle.keys() if "lora_B" in key or "lora_up" in key)
+        assert handle.get_slice(target).get_shape()[0] * handle.get_slice(target).get_shape()[1] >= 4 * DIGEST_SAMPLES
+
+    def nudge(key: str, tensor: torch.Tensor) -> torch.Tensor:
+        if key != target:
+            return tensor
+        changed = tensor.clone()
+        changed.view(-1)[1] += 0.5  # the samples are elements 0, step, 2 * step...: element 1 is not one of them
+        return changed
+
+    near = lora_files.with_tensors(path, tmp_path / "near.safetensors", nudge)
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    [loaded, _], [nudged, _] = read_lora(pipe, path, "a"), read_lora(pipe, near, "b")
+    assert lora_digest(loaded) == lora_digest(nudged) and lora_digest(loaded, None) != lora_digest(nudged, None)
+    load_zero_prior(pipe, path, adapter_name="first")
+    second = load_zero_prior(pipe, near, adapter_name="second")
+    assert not second.unchanged and second.reused == ["<zwx>", "<bg2>"]
+    assert pipe.get_list_adapters() == {"transformer": ["first", "second"]}
+    # and the file that is loaded still counts as loaded
+    assert load_zero_prior(pipe, path, adapter_name="third").unchanged
 
 
 def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):

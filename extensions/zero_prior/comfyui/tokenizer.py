@@ -32,7 +32,7 @@ from ..errors import PlaceholderError
 from ..models import ModelFamily
 from ..placeholder.config import PlaceholderConfig
 from ..placeholder.expansion import install_expansion
-from ..placeholder.vocabulary import RegisteredToken, check_placeholders, light_copy, register_placeholders
+from ..placeholder.vocabulary import RegisteredToken, light_copy, register_placeholders
 from ..weights.format import StoredPlaceholder
 
 
@@ -125,10 +125,9 @@ def with_placeholders(
     setattr(new_base, encoder_key, inner)
     configs = [PlaceholderConfig(token=stored.token, num_vectors=stored.num_vectors) for stored, _ in fresh]
     try:
-        check_placeholders(inner.tokenizer, configs, family)
+        registered = register_placeholders(inner.tokenizer, configs, family)  # on the copy: ComfyUI's stays as it is
     except PlaceholderError as error:
         raise PlaceholderError(f"{label}: {error}") from None
-    registered = register_placeholders(inner.tokenizer, configs, check=False, family=family)
     install_expansion(inner.tokenizer, registered)
     added = []
     for (_, rows), token in zip(fresh, registered, strict=True):

@@ -18,7 +18,7 @@ from ..models import DEFAULT_FAMILY, ModelFamily
 from .config import PlaceholderConfig
 from .splice import PlaceholderEmbedding, ensure_embedding_rows
 from .starts import initial_vectors
-from .vocabulary import check_placeholders, register_placeholders, tokenizer_group
+from .vocabulary import register_placeholders, tokenizer_group
 
 
 def add_placeholders(
@@ -42,13 +42,13 @@ def add_placeholders(
         optimizer = torch.optim.AdamW([{"params": [zwx.vectors], "weight_decay": 0.0}])
     """
     group = tokenizer_group(tokenizers)
-    check_placeholders(group, configs, family)
     tokenizer = group[0]
     tokenizer_length = len(tokenizer)
+    tokens = register_placeholders(group, configs, family)  # first: a refused token leaves everything as it was
     # The vectors are the only trainable tensors; pipelines load encoders with grads on.
     text_encoder.requires_grad_(False)
     embeddings = []
-    for config, registered in zip(configs, register_placeholders(group, configs, check=False, family=family)):
+    for config, registered in zip(configs, tokens):
         ensure_embedding_rows(text_encoder, registered.token_ids)
         weight = text_encoder.get_input_embeddings().weight
         start = initial_vectors(config, weight, tokenizer, tokenizer_length)

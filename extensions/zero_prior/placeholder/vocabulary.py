@@ -1,15 +1,16 @@
 """Registering placeholder tokens in a model family's tokenizer, safely, and expanding them in prompts.
 
-Everything is checked on a throw-away copy of the tokenizer first (token
-free, one id per entry inside the family's full prompt template, template
-prefix unchanged) and only then applied to the real one, so a refused token
-leaves the tokenizer exactly as it was. A pipeline that encodes with more
-than one tokenizer object (Qwen-Image-Edit-Plus: its processor's own) gets
-the token on each, at the same ids, once all of them passed. The copy
-(``light_copy``) shares the tokenizer's read-only BPE model and owns only its
-added-token list, so it costs milliseconds where a deep copy of the
-151k-entry vocabulary costs about a second. Lookups go to the backend one
-entry at a time (``entry_id``, ``next_token_id``): ``get_vocab()`` and even
+A token is checked before anything is added (free, not repeated) and then
+with its entries added (one id per entry inside the family's full prompt
+template, template prefix unchanged); a refusal takes the entries out again
+exactly, so a refused token leaves the tokenizer as it was. A pipeline that
+encodes with more than one tokenizer object (Qwen-Image-Edit-Plus: its
+processor's own) gets the token on each, at the same ids. ``check_placeholders``
+runs the same checks on copies (``light_copy``), which share the tokenizer's
+read-only BPE model and own only its added-token list, so a copy costs a
+fraction of a millisecond where a deep copy of the 151k-entry vocabulary
+costs about a second. Lookups go to the backend one entry at a time
+(``entry_id``, ``next_token_id``): ``get_vocab()`` and even
 ``len(tokenizer)`` build the whole 151k-entry map (about 120 and 45 ms each).
 """
 
@@ -64,17 +65,18 @@ class RegisteredToken:
 def register_placeholders(
     tokenizers: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase],
     configs: Sequence[PlaceholderConfig],
-    check: bool = True,
     family: ModelFamily = DEFAULT_FAMILY,
 ) -> list[RegisteredToken]:
     """Add every placeholder's entries to ``tokenizers``, all or none.
 
     ``tokenizers`` is one tokenizer or every tokenizer a pipeline encodes
     with (``ModelFamily.tokenizers``); each gets the same entries at the same
-    ids. With ``check`` (the default) everything ``check_placeholders``
-    refuses is refused first, so a refused token leaves every tokenizer
-    unchanged. Pass ``check=False`` only right after a successful
-    ``check_placeholders`` on the same tokenizers.
+    ids. Everything ``check_placeholders`` refuses is refused, and a refused
+    token leaves every tokenizer as it was: names and vocabulary are checked
+    before anything is added, the template once the entries are in, and a
+    refusal there takes them out again exactly (``rebuild_added_tokens``). A
+    tokenizer without a ``tokenizers`` backend, whose entries cannot be taken
+    out, is checked on a copy first.
 
     Example::
 
@@ -82,13 +84,9 @@ def register_placeholders(
         zwx.token_ids  # -> (151665,)
     """
     group = tokenizer_group(tokenizers)
-    if check:
+    if any(_backend(tokenizer) is None for tokenizer in group):
         check_placeholders(group, configs, family)
-    registered = [_add_entries(group[0], config) for config in configs]
-    for other in group[1:]:  # as long as the first (checked), so each entry lands on the same id
-        for config in configs:
-            _add_entries(other, config)
-    return registered
+    return _add_checked(group, configs, family)
 
 
 def check_placeholders(
@@ -103,12 +101,16 @@ def check_placeholders(
     in every context of ``TOKEN_CONTEXTS`` (start of prompt, punctuation,
     brackets, quotes, possessive), in each of ``tokenizers`` (one tokenizer,
     or all a pipeline encodes with, which must then give a new token the same
-    ids). The checks run on copies: no tokenizer is ever changed.
+    ids). The checks run on copies (``light_copy``): no tokenizer is changed.
     """
+    _add_checked([light_copy(tokenizer) for tokenizer in tokenizer_group(tokenizers)], configs, family)
+
+
+def _add_checked(group: list, configs: Sequence[PlaceholderConfig], family: ModelFamily) -> list[RegisteredToken]:
+    """Check, add and check in the template, placeholder by placeholder; on any refusal take every entry out again."""
     tokens = [config.token for config in configs]
     if len(set(tokens)) != len(tokens):
         raise PlaceholderError(f"placeholder tokens must be distinct, got {tokens}")
-    group = tokenizer_group(tokenizers)
     next_ids = [next_token_id(tokenizer) for tokenizer in group]
     if configs and len(set(next_ids)) > 1:
         raise PlaceholderError(
@@ -116,11 +118,23 @@ def check_placeholders(
             "ids in each; load the tokenizer and the processor from the same model (and register tokens only "
             "through zero-prior)"
         )
-    for tokenizer in group:
-        probe = light_copy(tokenizer)
+    registered: list[RegisteredToken] = []
+    attempted: set[str] = set()
+    try:
         for config in configs:
-            _check_vocabulary(probe, config)
-            _check_in_template(probe, _add_entries(probe, config), family)
+            for tokenizer in group:
+                _check_vocabulary(tokenizer, config)
+            attempted.update(config.token_strings)
+            [token, *_] = [_add_entries(tokenizer, config) for tokenizer in group]  # the same ids: same next id
+            for tokenizer in group:
+                _check_in_template(tokenizer, token, family)
+            registered.append(token)
+    except BaseException:
+        for tokenizer in group:
+            if attempted and _backend(tokenizer) is not None:
+                rebuild_added_tokens(tokenizer, attempted)
+        raise
+    return registered
 
 
 def tokenizer_group(tokenizers: PreTrainedTokenizerBase | Sequence[PreTrainedTokenizerBase]) -> list:

@@ -22,8 +22,9 @@ import torch
 
 from ..placeholder.vocabulary import RegisteredToken, rebuild_added_tokens
 
-# text_encoder.config attribute; a list of {"adapter", "lora_sha256", "fingerprint": {"module", "rows", "sha256"}}
-# ("rows": how many rows weight_digest hashed; absent in records that hashed the whole weight).
+# text_encoder.config attribute; a list of {"adapter", "lora_sha256", "lora_samples", "fingerprint": {"module",
+# "rows", "sha256"}} ("lora_samples": the elements per tensor lora_digest hashed, absent in records that hashed every
+# element; "rows": how many rows weight_digest hashed, absent in records that hashed the whole weight).
 APPLIED_KEY = "zero_prior_applied"
 _STATE = "_zero_prior_applied"
 

@@ -3,14 +3,16 @@
 The LoRA comes as its ``.safetensors`` file, a ``weights.zip`` or an exported
 folder (``package.open_weights`` reads and cross-checks those). Reading and
 checking come first and touch nothing: package layout, file format, checksum,
-finite vectors, version, hidden size, token conflicts, every LoRA tensor
-against the transformer's layers (``lora_check``), and whether this very LoRA
-is already in the pipeline (loaded, or fused into a saved pipeline). Only then,
-in one fenced block that is rolled back if anything in it fails, are the LoRA
+finite vectors, version, hidden size, tokens already registered, every LoRA
+tensor against the transformer's layers (``lora_check``), and whether this
+very LoRA is already in the pipeline (loaded, or fused into a saved
+pipeline). Only then, in one fenced block that is rolled back if anything in
+it fails, are the new tokens registered (on every tokenizer the pipeline
+encodes with, ``ModelFamily.tokenizers``; ``register_placeholders`` checks
+each in the prompt template with its entries added and takes them out again
+on a refusal), their rows written (never shrinking the vocabulary), the LoRA
 loaded at the asked strength (the strengths of adapters already active are
-kept), the tokens registered (on every tokenizer the pipeline encodes with,
-``ModelFamily.tokenizers``), their rows written (never shrinking the
-vocabulary) and multi-vector placeholders expanded by the tokenizer itself
+kept) and multi-vector placeholders expanded by the tokenizer itself
 (``placeholder.expansion``). A file without zero-prior metadata (a baseline
 run) loads as a plain LoRA with a notice.
 
@@ -34,11 +36,11 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ..errors import FormatError, PlaceholderError
-from ..models import FAMILY_NAMES, ModelFamily, family_for_pipeline, family_named
+from ..models import FAMILY_NAMES, family_for_pipeline, family_named
 from ..placeholder.config import PlaceholderConfig
 from ..placeholder.expansion import install_expansion, remove_expansion
 from ..placeholder.splice import ensure_embedding_rows
-from ..placeholder.vocabulary import RegisteredToken, check_placeholders, entry_id, register_placeholders
+from ..placeholder.vocabulary import RegisteredToken, entry_id, register_placeholders
 from .applied import (
     AppliedFile,
     AppliedState,
@@ -48,8 +50,8 @@ from .applied import (
     set_saved_records,
     write_rows,
 )
-from .format import StoredPlaceholder, ZeroPriorRecord, vector_sha256
-from .lora_check import DIGEST_ROWS, check_fits, lora_digest, read_lora, weight_digest
+from .format import StoredPlaceholder, ZeroPriorRecord
+from .lora_check import DIGEST_ROWS, DIGEST_SAMPLES, adapter_holds, check_fits, lora_digest, read_lora, weight_digest
 from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
@@ -165,48 +167,50 @@ def _load(
                           f"({type(pipe).__name__}); load it into a {trained_for} pipeline")
     tokenizers, text_encoder = family.tokenizers(pipe), family.text_encoder(pipe)
     state = applied_state(text_encoder)
-    plan = _plan_placeholders(tokenizers, text_encoder, family, record, label, token_scale) if record else []
+    plan = _plan_placeholders(tokenizers, text_encoder, record, label, token_scale) if record else []
     lora, adapter_metadata = read_lora(pipe, package.lora_file, label)
     modules = check_fits(pipe.transformer, lora, label)
     refusal = family.lora_refusal(package.tensor_names)
     if refusal:
         raise FormatError(f"{label}: {refusal}")
     digest = lora_digest(lora)
-    loaded = _already_loaded(pipe, state, digest, record, token_scale, lora_scale, label)
+    present = _adapter_names(pipe)
+    loaded = _already_loaded(pipe, present, state, lora, digest, record, token_scale, lora_scale, label)
     if loaded is not None:
         return LoadResult(package.source, loaded.adapter_name, lora_scale, len(lora), token_scale,
                           tokens=[existing for _, existing in plan], reused=list(loaded.tokens),
                           notices=[f"{label} is already loaded as adapter {loaded.adapter_name!r} with this vector "
                                    "and strength; nothing changed"], unchanged=True)
-    _refuse_fused(pipe, text_encoder, digest, label)
+    _refuse_fused(pipe, present, text_encoder, lora, digest, label)
     name = adapter_name or _adapter_name(package.source)
-    others = _adapter_names(pipe)
-    if name in others:
+    if name in present:
         raise PlaceholderError(f"{label}: this pipeline already has an adapter named {name!r}; pass another "
                                "adapter_name")
-    active = list(pipe.get_active_adapters())
+    active = list(pipe.get_active_adapters()) if present else []
     fingerprint = {"module": modules[0], "rows": DIGEST_ROWS, "sha256": weight_digest(pipe.transformer, modules[0])}
 
-    # --- everything is checked; from here on the pipeline changes (rolled back on any failure) ---
+    # --- all that can be checked without a change is checked; from here on the pipeline changes, and any failure
+    # rolls it back: first the new tokens (register_placeholders checks them in the template with their entries
+    # added, and takes them out again on a refusal), then the LoRA ---
     result = LoadResult(package.source, name, lora_scale, len(lora), token_scale)
     registered_here: set[str] = set()
     try:
-        _load_lora(pipe, package.lora_file, lora, adapter_metadata, name)
-        if others or lora_scale != 1.0:  # the only adapter, at full strength: diffusers leaves it so already
-            _activate(pipe.transformer, [*active, name], name, lora_scale)
         for stored, existing in plan:
             if existing is not None:
                 result.reused.append(stored.token)
                 result.tokens.append(existing)
                 continue
             rows = text_encoder.get_input_embeddings().num_embeddings
-            [registered] = register_placeholders(tokenizers, [_config(stored)], check=False, family=family)
+            [registered] = register_placeholders(tokenizers, [_config(stored)], family)
             state.tokens[stored.token] = registered
             registered_here.add(stored.token)
             if ensure_embedding_rows(text_encoder, registered.token_ids) != rows and state.rows_before is None:
                 state.rows_before = rows
             write_rows(text_encoder, state, registered.token_ids, stored.vectors * token_scale)
             result.tokens.append(registered)
+        _load_lora(pipe, package.lora_file, lora, adapter_metadata, name)
+        if present or lora_scale != 1.0:  # the only adapter, at full strength: diffusers leaves it so already
+            _activate(pipe.transformer, [*active, name], name, lora_scale)
         for tokenizer in tokenizers:
             install_expansion(tokenizer, result.tokens)
     except BaseException:
@@ -215,7 +219,8 @@ def _load(
     tokens = [token.token for token in result.tokens]
     state.files[name] = AppliedFile(name, digest, tokens, token_scale)
     set_saved_records(text_encoder, [*saved_records(text_encoder),
-                                     {"adapter": name, "lora_sha256": digest, "fingerprint": fingerprint}])
+                                     {"adapter": name, "lora_sha256": digest, "lora_samples": DIGEST_SAMPLES,
+                                      "fingerprint": fingerprint}])
     if active:
         result.notices.append(f"adapters {active} stay active (at their strengths) alongside {name!r}; use "
                               "pipe.set_adapters(...) to choose otherwise")
@@ -227,10 +232,13 @@ def _load(
 
 
 def _plan_placeholders(
-    tokenizers: list[Any], text_encoder: Any, family: ModelFamily, record: ZeroPriorRecord, path: str,
-    token_scale: float,
+    tokenizers: list[Any], text_encoder: Any, record: ZeroPriorRecord, path: str, token_scale: float,
 ) -> list[tuple[StoredPlaceholder, RegisteredToken | None]]:
-    """Check every placeholder against the pipeline's tokenizers; return (stored placeholder, registered token)."""
+    """Check every placeholder against the pipeline; return (stored placeholder, its registered token or None).
+
+    A placeholder already registered is reused only as ``_existing`` allows; a new one is checked when it is
+    registered (``register_placeholders``, inside the loader's fence).
+    """
     embedding = text_encoder.get_input_embeddings()
     if embedding.embedding_dim != record.hidden_size:
         raise FormatError(
@@ -247,7 +255,6 @@ def _plan_placeholders(
         present = [entry for entry in stored.token_strings if entry_id(tokenizers[0], entry) is not None]
         existing = _existing(tokenizers, text_encoder, stored, present, path, token_scale) if present else None
         plan.append((stored, existing))
-    check_placeholders(tokenizers, [_config(stored) for stored, existing in plan if existing is None], family)
     return plan
 
 
@@ -280,14 +287,21 @@ def _existing(
 
 
 def _already_loaded(
-    pipe: Any, state: AppliedState, digest: str, record: ZeroPriorRecord | None, token_scale: float,
-    lora_scale: float, label: str,
+    pipe: Any, present: set[str], state: AppliedState, lora: dict[str, torch.Tensor], digest: str,
+    record: ZeroPriorRecord | None, token_scale: float, lora_scale: float, label: str,
 ) -> AppliedFile | None:
-    """The live adapter of this very LoRA and vector at this strength, if any (refuses it at another strength)."""
-    present = _adapter_names(pipe)
-    vectors = {p.token: vector_sha256(p.vectors) for p in (record.placeholders if record else [])}
-    for applied in state.same_lora(digest):
-        if applied.adapter_name not in present or set(applied.tokens) != set(vectors):
+    """The live adapter of this very LoRA and vector at this strength, if any (refuses it at another strength).
+
+    The sampled digest finds the candidates; the adapter's own tensors decide, so a LoRA that differs only
+    where the digest does not look is loaded as the new LoRA it is.
+    """
+    candidates = state.same_lora(digest)
+    if not candidates:
+        return None
+    tokens = {placeholder.token for placeholder in (record.placeholders if record else [])}
+    for applied in candidates:
+        if (applied.adapter_name not in present or set(applied.tokens) != tokens
+                or not adapter_holds(pipe.transformer, applied.adapter_name, lora)):
             continue
         weight = _adapter_weight(pipe.transformer, applied.adapter_name)
         if applied.token_scale == token_scale and weight is not None and math.isclose(weight, lora_scale):
@@ -300,11 +314,22 @@ def _already_loaded(
     return None
 
 
-def _refuse_fused(pipe: Any, text_encoder: Any, digest: str, label: str) -> None:
-    """Refuse a LoRA whose record says it was applied here and whose target weights have changed since (fused)."""
-    present = _adapter_names(pipe)
+def _refuse_fused(
+    pipe: Any, present: set[str], text_encoder: Any, lora: dict[str, torch.Tensor], digest: str, label: str
+) -> None:
+    """Refuse a LoRA whose record says it was applied here and whose target weights have changed since (fused).
+
+    Each record is compared with a digest of the sample it was written with (``lora_samples``; absent in records
+    that hashed every element).
+    """
+    digests: dict[int | None, str] = {DIGEST_SAMPLES: digest}
     for saved in saved_records(text_encoder):
-        if saved["lora_sha256"] != digest or saved["adapter"] in present:
+        if saved["adapter"] in present:
+            continue
+        samples = saved.get("lora_samples")
+        if samples not in digests:
+            digests[samples] = lora_digest(lora, samples)
+        if saved["lora_sha256"] != digests[samples]:
             continue
         module = saved["fingerprint"]["module"]
         if weight_digest(pipe.transformer, module, saved["fingerprint"].get("rows")) != saved["fingerprint"]["sha256"]:
