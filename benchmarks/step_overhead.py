@@ -25,7 +25,8 @@ trainable state at Qwen-Image's real size against ai-toolkit's whole-matrix
 ``--family`` runs the family's tiny test bed under its ai-toolkit arch
 (Qwen-Image-Edit-Plus with control images encoded at the target size, as
 the tests do); where the family refuses the prefix cache, ``zero_prior``
-encodes the whole prompt and the ``zero_prior_full_encode`` arm is dropped.
+encodes the whole prompt and the ``zero_prior_full_encode`` arm is dropped,
+and where it refuses the pivot (Qwen-Image-Edit-Plus) the ``zero_prior_pivot`` arm.
 
 ``--proxy``: the proportional CPU proxy of the Qwen-Image step instead
 (``_step_proxy.py``: real depths and token counts at 1/``--scale`` width;
@@ -132,7 +133,8 @@ def main() -> None:
     if args.warmup < 2 or args.steps <= args.warmup:
         parser.error("--warmup must be at least 2 (the pivot arm pivots in the warm-up) and below --steps")
     family = family_named(args.family)
-    arms = [arm for arm in ARMS if arm != "zero_prior_full_encode" or family.prefix_cache_refusal() is None]
+    refusals = {"zero_prior_full_encode": family.prefix_cache_refusal(), "zero_prior_pivot": family.pivot_refusal()}
+    arms = [arm for arm in ARMS if refusals.get(arm) is None]
     ratios = [pair for pair in RATIOS if set(pair) <= set(arms)]
     steps: dict[str, list[float]] = {arm: [] for arm in arms}
     peak: dict[str, list[float]] = {arm: [] for arm in arms}
@@ -145,6 +147,9 @@ def main() -> None:
         make_subject_dataset(dataset, num_images=8, size=64, control_dir=control if family.control_images else None)
         model = cached_tiny_pipeline(family=family.name)
         print(f"family {family.name} (tiny test bed, arch {family.aitk_arch}); arms {', '.join(arms)}")
+        for arm, refusal in refusals.items():
+            if refusal is not None:
+                print(f"  {arm} dropped: {refusal}")
         for round_index in range(args.rounds):
             medians = {}
             for arm in arms:

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from zero_prior.errors import FormatError, PlaceholderError
 from zero_prior.weights.format import save_lora_file
-from zero_prior.weights.loader import load_zero_prior
+from zero_prior.weights.loader import load_zero_prior, unload_zero_prior
 from zero_prior.weights.lora_check import DIGEST_SAMPLES, lora_digest, read_lora
 
 PROMPT = tinytrain.TWO_TOKEN_PROMPT
@@ -100,6 +100,30 @@ def test_a_lora_that_differs_only_between_the_sampled_elements_loads_as_the_new_
     assert pipe.get_list_adapters() == {"transformer": ["first", "second"]}
     # and the file that is loaded still counts as loaded
     assert load_zero_prior(pipe, path, adapter_name="third").unchanged
+
+
+def test_a_refusal_after_the_embedding_grew_puts_back_its_rows(trained, tiny_pipeline_dir, tmp_path):
+    # A file whose first new token registers (growing the embedding past the tokens an earlier file keeps) and
+    # whose second is refused in the template: the refusal must take the grown rows out again too.
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer))
+    load_zero_prior(pipe, trained.path, adapter_name="first")  # grows the embedding (by a block of rows)
+    pipe.text_encoder.resize_token_embeddings(len(pipe.tokenizer))  # no spare rows: the next new entry grows it
+    rows = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    vocabulary = dict(pipe.tokenizer.get_vocab())
+
+    def rename(data: dict) -> None:
+        data["placeholders"][0].update(token="<new>", token_strings=["<new>"])
+        data["placeholders"][1].update(token="a-", token_strings=["a-", "a-_1"])  # refused inside the template
+
+    other = lora_files.rewrite(trained.path, tmp_path / "other.safetensors", rename)
+    with pytest.raises(PlaceholderError, match="'a-' does not stay one token inside the Qwen-Image prompt template"):
+        load_zero_prior(pipe, other, adapter_name="second")
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, rows)
+    assert pipe.tokenizer.get_vocab() == vocabulary and pipe.get_list_adapters() == {"transformer": ["first"]}
+    # and unloading the first file still gives back the embedding it began with
+    unload_zero_prior(pipe)
+    assert pipe.text_encoder.get_input_embeddings().num_embeddings == len(pipe.tokenizer) == 151665
 
 
 def test_plain_lora_loads_with_a_notice(trained, tiny_pipeline_dir, tmp_path):

@@ -194,6 +194,7 @@ def _load(
     # added, and takes them out again on a refusal), then the LoRA ---
     result = LoadResult(package.source, name, lora_scale, len(lora), token_scale)
     registered_here: set[str] = set()
+    rows_at_start, rows_before = text_encoder.get_input_embeddings().num_embeddings, state.rows_before
     try:
         for stored, existing in plan:
             if existing is not None:
@@ -214,7 +215,7 @@ def _load(
         for tokenizer in tokenizers:
             install_expansion(tokenizer, result.tokens)
     except BaseException:
-        _roll_back(pipe, tokenizers, text_encoder, state, name, registered_here)
+        _roll_back(pipe, tokenizers, text_encoder, state, name, registered_here, rows_at_start, rows_before)
         raise
     tokens = [token.token for token in result.tokens]
     state.files[name] = AppliedFile(name, digest, tokens, token_scale)
@@ -320,7 +321,8 @@ def _refuse_fused(
     """Refuse a LoRA whose record says it was applied here and whose target weights have changed since (fused).
 
     Each record is compared with a digest of the sample it was written with (``lora_samples``; absent in records
-    that hashed every element).
+    that hashed every element). A fused LoRA has no adapter left to confirm against, so a LoRA that agrees with
+    it on every sampled element (and differs only between them) is refused as well.
     """
     digests: dict[int | None, str] = {DIGEST_SAMPLES: digest}
     for saved in saved_records(text_encoder):
@@ -379,14 +381,21 @@ def _adapter_weight(transformer: torch.nn.Module, name: str) -> float | None:
 
 
 def _roll_back(pipe: Any, tokenizers: list[Any], text_encoder: Any, state: AppliedState, name: str,
-               registered: set[str]) -> None:
-    """Undo a load that failed inside its fence: its adapter, tokens, rows and expansion."""
+               registered: set[str], rows: int, rows_before: int | None) -> None:
+    """Undo a load that failed inside its fence: its adapter, tokens, rows and expansion.
+
+    ``rows`` is the embedding's row count when the fence began (``rows_before`` the state's record of it then):
+    rows this load added go again even while earlier loads' tokens keep ``remove_tokens`` from shrinking.
+    """
     if name in _adapter_names(pipe):
         _remove_adapters(pipe, [name])
     for tokenizer in tokenizers:
         remove_expansion(tokenizer, registered)
     if registered:
         remove_tokens(tokenizers, text_encoder, state, registered)
+    if text_encoder.get_input_embeddings().num_embeddings > rows:
+        text_encoder.resize_token_embeddings(rows)
+    state.rows_before = rows_before
 
 
 def _remove_adapters(pipe: Any, names: list[str]) -> None:
