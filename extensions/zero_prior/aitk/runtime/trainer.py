@@ -122,7 +122,7 @@ class ZeroPriorTrainer(DiffusionTrainer):
         family = self.zero_prior.family
         if not (isinstance(self.sd, PlaceholderModelMixin) and getattr(self.sd, "family", None) is family):
             raise AiToolkitError(
-                f"zero-prior: ai-toolkit loaded {type(self.sd).__name__} for arch {family.zero_prior_arch!r} instead "
+                f"zero-prior: ai-toolkit loaded {type(self.sd).__name__} for arch {self.model_config.arch!r} instead "
                 f"of zero-prior's {family.label} model; the extension's model list failed to import (see the "
                 "'Failed to import' line above) or another extension registers the same arch"
             )
