@@ -13,7 +13,7 @@ from transformers import AddedToken
 
 from zero_prior.cli import main
 from zero_prior.errors import FormatError, PlaceholderError
-from zero_prior.weights.export import ExportError, export_weights
+from zero_prior.weights.export import DIFFUSERS_METADATA_KEY, ExportError, export_weights
 from zero_prior.weights.format import METADATA_KEY, read_zero_prior, save_lora_file, vector_sha256
 from zero_prior.weights.loader import load_zero_prior
 from zero_prior.weights.package import META_JSON, ZIP_LORA_MEMBER, describe_weights
@@ -302,3 +302,24 @@ def test_a_comfyui_export_of_a_family_the_node_does_not_cover_does_not_point_to_
     assert not any("Load zero-prior LoRA" in note for note in result.notes)
     readme = (tmp_path / "out" / "README.txt").read_text()
     assert "trained for Z-Image" in readme and "Generate with diffusers" in readme
+
+
+def test_the_diffusers_export_counts_as_the_file_and_another_alpha_is_refused(trained, exports, tiny_pipeline_dir,
+                                                                              tmp_path):
+    # The export records alpha == rank in lora_adapter_metadata, as the training file implies: the same LoRA.
+    pipe = tinytrain.load_pipe(tiny_pipeline_dir)
+    load_zero_prior(pipe, trained.path, adapter_name="file")
+    assert load_zero_prior(pipe, exports["diffusers"].output).unchanged
+    # The same tensors with metadata that doubles alpha would be those tensors applied twice: refused.
+    [exported] = list(exports["diffusers"].output.glob("*.safetensors"))
+    with safe_open(str(exported), framework="pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        header = dict(handle.metadata())
+    adapter = json.loads(header[DIFFUSERS_METADATA_KEY])
+    adapter["transformer.lora_alpha"] = 2 * adapter["transformer.lora_alpha"]
+    doubled = tmp_path / "doubled.safetensors"
+    save_file(tensors, str(doubled), metadata=header | {DIFFUSERS_METADATA_KEY: json.dumps(adapter)})
+    with pytest.raises(PlaceholderError, match="holds the LoRA tensors of adapter 'file', but its adapter metadata "
+                                               "gives them another alpha"):
+        load_zero_prior(pipe, doubled)
+    assert pipe.get_list_adapters() == {"transformer": ["file"]}

@@ -51,7 +51,16 @@ from .applied import (
     write_rows,
 )
 from .format import StoredPlaceholder, ZeroPriorRecord
-from .lora_check import DIGEST_ROWS, DIGEST_SAMPLES, adapter_holds, check_fits, lora_digest, read_lora, weight_digest
+from .lora_check import (
+    DIGEST_ROWS,
+    DIGEST_SAMPLES,
+    adapter_holds,
+    check_fits,
+    lora_digest,
+    read_lora,
+    same_scales,
+    weight_digest,
+)
 from .package import DEFAULT_MAX_LORA_BYTES, WeightsPackage, open_weights
 
 logger = logging.getLogger(__name__)
@@ -175,7 +184,8 @@ def _load(
         raise FormatError(f"{label}: {refusal}")
     digest = lora_digest(lora)
     present = _adapter_names(pipe)
-    loaded = _already_loaded(pipe, present, state, lora, digest, record, token_scale, lora_scale, label)
+    loaded = _already_loaded(pipe, present, state, lora, adapter_metadata, digest, record, token_scale, lora_scale,
+                             label)
     if loaded is not None:
         return LoadResult(package.source, loaded.adapter_name, lora_scale, len(lora), token_scale,
                           tokens=[existing for _, existing in plan], reused=list(loaded.tokens),
@@ -288,8 +298,9 @@ def _existing(
 
 
 def _already_loaded(
-    pipe: Any, present: set[str], state: AppliedState, lora: dict[str, torch.Tensor], digest: str,
-    record: ZeroPriorRecord | None, token_scale: float, lora_scale: float, label: str,
+    pipe: Any, present: set[str], state: AppliedState, lora: dict[str, torch.Tensor],
+    adapter_metadata: dict[str, Any] | None, digest: str, record: ZeroPriorRecord | None, token_scale: float,
+    lora_scale: float, label: str,
 ) -> AppliedFile | None:
     """The live adapter of this very LoRA and vector at this strength, if any (refuses it at another strength).
 
@@ -304,6 +315,12 @@ def _already_loaded(
         if (applied.adapter_name not in present or set(applied.tokens) != tokens
                 or not adapter_holds(pipe.transformer, applied.adapter_name, lora)):
             continue
+        if not same_scales(pipe.transformer, applied.adapter_name, lora, adapter_metadata):
+            raise PlaceholderError(
+                f"{label} holds the LoRA tensors of adapter {applied.adapter_name!r}, but its adapter metadata "
+                "gives them another alpha; loading it as well would apply those tensors twice. Call "
+                "unload_zero_prior(pipe) first to load it with its own alpha"
+            )
         weight = _adapter_weight(pipe.transformer, applied.adapter_name)
         if applied.token_scale == token_scale and weight is not None and math.isclose(weight, lora_scale):
             return applied

@@ -149,6 +149,42 @@ def weight_digest(transformer: torch.nn.Module, module_name: str, rows: int | No
     return hashlib.sha256(weight.view(torch.uint8).numpy()).hexdigest()
 
 
+def same_scales(
+    transformer: torch.nn.Module, adapter_name: str, state: dict[str, torch.Tensor], metadata: dict[str, Any] | None
+) -> bool:
+    """Whether ``state`` with adapter ``metadata`` would get the live adapter's scale (alpha / rank) in every layer.
+
+    The scale diffusers gives each layer: from the file's ``lora_adapter_metadata`` (alpha and rank, their
+    per-module patterns, rslora) read as peft reads it, else alpha == rank (scale 1) when every rank is equal;
+    an ai-toolkit file and its diffusers export, whose metadata records alpha == rank, agree. A file without
+    metadata whose ranks differ counts as agreeing (diffusers' alpha then depends on the tensors' order).
+    """
+    from peft import LoraConfig
+    from peft.utils.other import get_pattern_key
+
+    ranks = {key[len(PREFIX):].rsplit(".", 2)[0]: tensor.shape[0] for key, tensor in state.items()
+             if key.endswith(".lora_A.weight")}
+    if metadata is None:
+        if len(set(ranks.values())) != 1:
+            return True
+        expected = dict.fromkeys(ranks, 1.0)
+    else:  # the transformer's entries, as diffusers' load_lora_adapter takes them
+        config = LoraConfig(**{key[len(PREFIX):]: value for key, value in metadata.items() if key.startswith(PREFIX)})
+        expected = {}
+        for module_name in ranks:
+            alpha = config.alpha_pattern.get(get_pattern_key(config.alpha_pattern.keys(), module_name),
+                                             config.lora_alpha)
+            rank = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), module_name), config.r)
+            expected[module_name] = alpha / (math.sqrt(rank) if config.use_rslora else rank)
+    for module_name, scale in expected.items():
+        layer = transformer.get_submodule(module_name)
+        rank = layer.r[adapter_name]
+        live = layer.lora_alpha[adapter_name] / (math.sqrt(rank) if layer.use_rslora.get(adapter_name) else rank)
+        if not math.isclose(live, scale, rel_tol=1e-6):
+            return False
+    return True
+
+
 def _check_pair(transformer: torch.nn.Module, module_name: str, parts: dict[str, torch.Tensor], label: str) -> None:
     where = f"{label}: the LoRA for transformer module {module_name!r}"
     fix = "the file was trained for another model: load it into the pipeline it was trained for"
