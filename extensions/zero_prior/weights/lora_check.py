@@ -108,9 +108,9 @@ def adapter_holds(transformer: torch.nn.Module, adapter_name: str, state: dict[s
     """Whether the live adapter ``adapter_name`` holds the tensors of ``state`` (in the layers' dtype), and no others.
 
     Every tensor of ``state`` must be in a layer of that adapter with equal
-    values, and the adapter must cover no other layer. Alphas are not
-    compared: neither is the digest (an ai-toolkit file and its export, whose
-    adapter metadata records alpha, must count as one LoRA).
+    values, and the adapter must cover no other layer. Alphas are
+    ``same_scales``' part: the digest leaves them out, so that an ai-toolkit
+    file and its export (whose adapter metadata records alpha) are one LoRA.
     """
     covered = 0
     for module in transformer.modules():
