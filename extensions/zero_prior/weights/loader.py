@@ -55,6 +55,7 @@ from .lora_check import (
     DIGEST_ROWS,
     DIGEST_SAMPLES,
     adapter_holds,
+    base_scale,
     check_fits,
     lora_digest,
     read_lora,
@@ -211,12 +212,12 @@ def _load(
                 result.reused.append(stored.token)
                 result.tokens.append(existing)
                 continue
-            rows = text_encoder.get_input_embeddings().num_embeddings
             [registered] = register_placeholders(tokenizers, [_config(stored)], family)
             state.tokens[stored.token] = registered
             registered_here.add(stored.token)
-            if ensure_embedding_rows(text_encoder, registered.token_ids) != rows and state.rows_before is None:
-                state.rows_before = rows
+            grown = ensure_embedding_rows(text_encoder, registered.token_ids) != rows_at_start
+            if grown and state.rows_before is None:
+                state.rows_before = rows_at_start
             write_rows(text_encoder, state, registered.token_ids, stored.vectors * token_scale)
             result.tokens.append(registered)
         _load_lora(pipe, package.lora_file, lora, adapter_metadata, name)
@@ -391,9 +392,7 @@ def _adapter_weight(transformer: torch.nn.Module, name: str) -> float | None:
     """The strength (``set_adapters`` weight) ``name`` has in the first layer that holds it."""
     for module in transformer.modules():
         if isinstance(module, BaseTunerLayer) and name in getattr(module, "scaling", {}):
-            base = module.lora_alpha[name] / (math.sqrt(module.r[name]) if module.use_rslora.get(name) else
-                                              module.r[name])
-            return module.scaling[name] / base
+            return module.scaling[name] / base_scale(module, name)
     return None
 
 

@@ -59,7 +59,7 @@ def check_fits(transformer: torch.nn.Module, state: dict[str, torch.Tensor], lab
                 f"{label}: tensor {key!r} is not a transformer lora_A/lora_B weight; zero-prior loads transformer "
                 "LoRAs (peft or kohya keys) only: pass such a file, or load this one with diffusers directly"
             )
-        module, part = key[len(PREFIX):].rsplit(".", 2)[0], key.rsplit(".", 2)[1]
+        module, part = split_key(key)
         pairs.setdefault(module, {})[part] = tensor
     for module_name, parts in pairs.items():
         _check_pair(transformer, module_name, parts, label)
@@ -119,7 +119,7 @@ def adapter_holds(transformer: torch.nn.Module, adapter_name: str, state: dict[s
     if 2 * covered != len(state):
         return False
     for key, tensor in state.items():
-        module_name, part = key[len(PREFIX):].rsplit(".", 2)[:2]
+        module_name, part = split_key(key)
         layers = getattr(transformer.get_submodule(module_name), part, None)
         if layers is None or adapter_name not in layers:
             return False
@@ -162,8 +162,7 @@ def same_scales(
     from peft import LoraConfig
     from peft.utils.other import get_pattern_key
 
-    ranks = {key[len(PREFIX):].rsplit(".", 2)[0]: tensor.shape[0] for key, tensor in state.items()
-             if key.endswith(".lora_A.weight")}
+    ranks = {split_key(key)[0]: tensor.shape[0] for key, tensor in state.items() if key.endswith(".lora_A.weight")}
     if metadata is None:
         if len(set(ranks.values())) != 1:
             return True
@@ -176,13 +175,19 @@ def same_scales(
                                              config.lora_alpha)
             rank = config.rank_pattern.get(get_pattern_key(config.rank_pattern.keys(), module_name), config.r)
             expected[module_name] = alpha / (math.sqrt(rank) if config.use_rslora else rank)
-    for module_name, scale in expected.items():
-        layer = transformer.get_submodule(module_name)
-        rank = layer.r[adapter_name]
-        live = layer.lora_alpha[adapter_name] / (math.sqrt(rank) if layer.use_rslora.get(adapter_name) else rank)
-        if not math.isclose(live, scale, rel_tol=1e-6):
-            return False
-    return True
+    return all(math.isclose(base_scale(transformer.get_submodule(module_name), adapter_name), scale, rel_tol=1e-6)
+               for module_name, scale in expected.items())
+
+
+def base_scale(layer: BaseTunerLayer, adapter_name: str) -> float:
+    """The scale peft gives ``adapter_name`` in ``layer`` at strength 1: alpha / rank (alpha / sqrt(rank), rslora)."""
+    rank = layer.r[adapter_name]
+    return layer.lora_alpha[adapter_name] / (math.sqrt(rank) if layer.use_rslora.get(adapter_name) else rank)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``transformer.<module>.lora_A.weight`` -> (``<module>``, ``lora_A``)."""
+    return key[len(PREFIX):].rsplit(".", 2)[0], key.rsplit(".", 2)[1]
 
 
 def _check_pair(transformer: torch.nn.Module, module_name: str, parts: dict[str, torch.Tensor], label: str) -> None:
