@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 METADATA_KEY = "zero_prior"
 # Files written before the family was recorded hold Qwen-Image vectors (``models.qwen_image``).
 DEFAULT_FAMILY_NAME = "qwen_image"
-# The fix for a file whose record is damaged.
-_DAMAGED = "use the file the training wrote, or download it again"
+# The fix for a file whose record or tensors are damaged.
+DAMAGED_FIX = "use the file the training wrote, or download it again"
 FORMAT_NAME = "zero-prior"
 FORMAT_VERSION = 1
 # Tensor-name endings a LoRA file may hold (peft, kohya and alpha styles).
@@ -199,9 +199,9 @@ def decode_record(text: str, source: str = "metadata") -> ZeroPriorRecord:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not valid JSON ({error}); "
-                          f"{_DAMAGED}") from None
+                          f"{DAMAGED_FIX}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not a zero-prior record; {_DAMAGED}, "
+        raise FormatError(f"{source}: the {METADATA_KEY!r} metadata is not a zero-prior record; {DAMAGED_FIX}, "
                           "or remove that metadata key to load it as a plain LoRA")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
@@ -285,7 +285,7 @@ def read_layout(path: str | os.PathLike[str], label: str | None = None) -> FileL
             return FileLayout(dict(handle.metadata() or {}),
                               {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()})
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise FormatError(f"{label}: not a readable .safetensors file ({error}); {_DAMAGED} "
+        raise FormatError(f"{label}: not a readable .safetensors file ({error}); {DAMAGED_FIX} "
                           "(a cut-off download or a .ckpt/.pt file is not a LoRA .safetensors)") from None
 
 
@@ -302,7 +302,7 @@ def read_zero_prior(path: str | os.PathLike[str]) -> ZeroPriorRecord | None:
 
 def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholder:
     if not isinstance(item, dict):
-        raise FormatError(f"{source}: a placeholder entry is not a mapping; {_DAMAGED}")
+        raise FormatError(f"{source}: a placeholder entry is not a mapping; {DAMAGED_FIX}")
     token = _field(item, "token", str, source)
     blob = _field(item, "vectors", dict, source)
     where = f"{source}: placeholder {token!r}"
@@ -312,15 +312,15 @@ def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholde
     try:
         raw = base64.b64decode(blob["base64"], validate=True)
     except (ValueError, TypeError):
-        raise FormatError(f"{where}: the stored vector is not valid base64; {_DAMAGED}") from None
+        raise FormatError(f"{where}: the stored vector is not valid base64; {DAMAGED_FIX}") from None
     if hashlib.sha256(raw).hexdigest() != blob.get("sha256"):
-        raise FormatError(f"{where}: checksum mismatch, the stored vector is corrupt or was edited; {_DAMAGED}")
+        raise FormatError(f"{where}: checksum mismatch, the stored vector is corrupt or was edited; {DAMAGED_FIX}")
     shape = blob.get("shape")
     if blob.get("dtype") != "float32" or not isinstance(shape, list) or len(shape) != 2:
         raise FormatError(f"{where}: vectors must be float32 of shape [n, hidden], got {blob.get('dtype')} "
-                          f"{shape}; {_DAMAGED}")
+                          f"{shape}; {DAMAGED_FIX}")
     if shape[1] != hidden or shape[0] * shape[1] * 4 != len(raw):
-        raise FormatError(f"{where}: vector shape {shape} does not match hidden size {hidden} or its data; {_DAMAGED}")
+        raise FormatError(f"{where}: vector shape {shape} does not match hidden size {hidden} or its data; {DAMAGED_FIX}")
     vectors = torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape))
     if not torch.isfinite(vectors).all():
         raise FormatError(f"{where}: the stored vector has NaN or infinite values (the training diverged); "
@@ -328,7 +328,7 @@ def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholde
     token_ids = [int(i) for i in _field(item, "token_ids", list, source)]
     token_strings = [str(s) for s in _field(item, "token_strings", list, source)]
     if not (len(token_ids) == len(token_strings) == shape[0]):
-        raise FormatError(f"{where}: {shape[0]} vectors but {len(token_strings)} token entries; {_DAMAGED}")
+        raise FormatError(f"{where}: {shape[0]} vectors but {len(token_strings)} token entries; {DAMAGED_FIX}")
     if item.get("lstrip", False) is not False:
         raise FormatError(f"{where} was registered with lstrip {item.get('lstrip')!r}; this release registers "
                           "tokens only without lstrip (an lstrip token absorbs the template's whitespace), so the "
@@ -349,12 +349,12 @@ def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholde
 def _field(data: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}; {_DAMAGED}")
+        raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}; {DAMAGED_FIX}")
     return value
 
 
 def _optional(data: Mapping[str, Any], key: str, kind: type, default: Any, source: str) -> Any:
     value = data.get(key, default)
     if not isinstance(value, kind):
-        raise FormatError(f"{source}: zero-prior metadata field {key!r} is not {kind.__name__}; {_DAMAGED}")
+        raise FormatError(f"{source}: zero-prior metadata field {key!r} is not {kind.__name__}; {DAMAGED_FIX}")
     return value
