@@ -15,7 +15,7 @@ from typing import Any
 
 from aitk_cases import TINY_CONFIG, TOKEN
 
-from zero_prior.aitk.launch import load_config_template, run_ai_toolkit, stage_ai_toolkit
+from zero_prior.aitk.launch import load_config_template, run_ai_toolkit, stage_ai_toolkit, write_config
 
 PROBE_DIR = Path(__file__).resolve().parent / "aitk_probe"
 
@@ -55,6 +55,17 @@ def job_config(model: Path, dataset: Path, training_folder: Path, change: Callab
     if change is not None:
         change(process)
     return config
+
+
+def write_job(workdir: Path, name: str, model: Path, dataset: Path, change: Callable[[dict], None] | None = None,
+              arch: str | None = None) -> tuple[Path, Run]:
+    """Job ``name``'s YAML (``job_config``) at ``workdir/<name>.yaml``, its outputs under ``workdir/<name>``.
+
+    Returns the YAML's path and the job's ``Run`` with no output yet (``run_jobs`` gives that).
+    """
+    folder = workdir / name
+    path = write_config(job_config(model, dataset, folder, change, arch=arch), workdir / f"{name}.yaml")
+    return path, Run("", folder / JOB)
 
 
 def run_jobs(root: Path, config_paths: list[Path], recover: bool = False, launcher: tuple[str, ...] = (),
@@ -127,12 +138,28 @@ def baseline(process_type: str) -> Callable[[dict], None]:
     return change
 
 
-def continue_from(source: Run, save_root: Path) -> None:
-    """Put ``source``'s final save and optimizer state into ``save_root``, so a job there resumes from them."""
+def resume_to_step_6(vectors: int, quantize_te: bool = False) -> Callable[[dict], None]:
+    """A job change: a ``vectors``-vector run continued to step 6, logging every step, without samples.
+
+    ``quantize_te`` runs the text encoder in qfloat8, so the same steps show the
+    gradient reaching the vector through a quantized encoder.
+    """
+    def change(process: dict) -> None:
+        process["placeholder"]["num_vectors"] = vectors
+        process["train"].update(steps=6, disable_sampling=True)
+        process["logging"]["log_every"] = 1
+        if quantize_te:
+            process["model"].update(quantize_te=True, qtype_te="qfloat8")
+    return change
+
+
+def continue_from(source: Run, save_root: Path, save: Path | None = None) -> None:
+    """Put ``source``'s optimizer state and ``save`` (default its final one) into ``save_root``, so a job there
+    resumes from them."""
     import shutil
 
     save_root.mkdir(parents=True)
-    for name in ("optimizer.pt", source.final.name):  # the final save copied last: newest, as resume wants
+    for name in ("optimizer.pt", (save or source.final).name):  # the save copied last: newest, as resume wants
         shutil.copy2(source.save_root / name, save_root / name)
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 from aitk_cases import TOKEN
-from aitk_jobs import JOB, Run, job_config, run_jobs
+from aitk_jobs import Run, run_jobs, write_job
 from safetensors.torch import load_file
 
-from zero_prior.aitk.launch import stage_ai_toolkit, write_config
+from zero_prior.aitk.launch import stage_ai_toolkit
 from zero_prior.aitk.step_log import read_step_log
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import read_zero_prior
@@ -38,7 +38,7 @@ def dop_runs(ai_toolkit_checkout: Path, tiny_pipeline_dir: Path,
     work = tmp_path_factory.mktemp("dop")
     root = stage_ai_toolkit(ai_toolkit_checkout, work / "staged")
     dataset = make_subject_dataset(work / "subject", num_images=2, size=64, seed=0)[0].parent
-    paths, folders = [], {}
+    written = {}
     for name, multiplier in MULTIPLIERS.items():
 
         def change(process: dict, multiplier: float = multiplier) -> None:
@@ -48,11 +48,9 @@ def dop_runs(ai_toolkit_checkout: Path, tiny_pipeline_dir: Path,
             process["save"]["dtype"] = "float32"
             process["logging"].update(log_every=1, use_ui_logger=True)
 
-        folders[name] = work / name
-        config = job_config(tiny_pipeline_dir, dataset, folders[name], change)
-        paths.append(write_config(config, work / f"{name}.yaml"))
-    output = run_jobs(root, paths)
-    return {name: Run(output, folder / JOB) for name, folder in folders.items()}
+        written[name] = write_job(work, name, tiny_pipeline_dir, dataset, change)
+    output = run_jobs(root, [path for path, _ in written.values()])
+    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
 
 
 def test_preservation_pass_trains_the_lora_and_gives_the_vector_no_gradient(dop_runs: dict[str, Run]) -> None:

@@ -14,7 +14,6 @@ in-process in ``test_aitk_rules.py``.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,17 +26,18 @@ from aitk_cases import REFUSALS, TOKEN
 from aitk_jobs import (
     JOB,
     Run,
+    assert_same_lora,
     assert_samples_encode_as,
+    baseline,
+    continue_from,
     grad_norms,
-    job_config,
+    resume_to_step_6,
     run_jobs,
     stage_with_probe,
+    write_job,
 )
 from safetensors.torch import load_file
 
-from zero_prior.aitk.launch import (
-    write_config,
-)
 from zero_prior.placeholder.vocabulary import expand_prompt
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
@@ -78,10 +78,8 @@ def zero_prior_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], ti
         process["datasets"].append({**process["datasets"][0], "folder_path": str(datasets["other"]),
                                     "trigger_word": "fish"})
 
-    folder = workdir / "zero_prior"
-    config = job_config(tiny_pipeline_dir, datasets["subject"], folder, change)
-    path = write_config(config, workdir / "zero_prior.yaml")
-    return Run(run_jobs(aitk_root, [path]), folder / JOB)
+    path, run = write_job(workdir, "zero_prior", tiny_pipeline_dir, datasets["subject"], change)
+    return Run(run_jobs(aitk_root, [path]), run.save_root)
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +90,10 @@ def resumed_run(aitk_root: Path, workdir: Path, datasets: dict[str, Path], tiny_
     It also runs its text encoder quantized (qfloat8), so the same two steps
     show the gradient reaching the placeholder through a quantized encoder.
     """
-    folder = workdir / "resumed"
-    (folder / JOB).mkdir(parents=True)
-    for name in ("optimizer.pt", zero_prior_run.final.name):  # the final save copied last: newest, as resume wants
-        shutil.copy2(zero_prior_run.save_root / name, folder / JOB / name)
-
-    def change(process: dict) -> None:
-        process["placeholder"]["num_vectors"] = VECTORS
-        process["train"].update(steps=6, disable_sampling=True)
-        process["logging"]["log_every"] = 1
-        process["model"].update(quantize_te=True, qtype_te="qfloat8")
-
-    path = write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change), workdir / "resumed.yaml")
-    return Run(run_jobs(aitk_root, [path]), folder / JOB)
+    path, run = write_job(workdir, "resumed", tiny_pipeline_dir, datasets["subject"],
+                          resume_to_step_6(VECTORS, quantize_te=True))
+    continue_from(zero_prior_run, run.save_root)
+    return Run(run_jobs(aitk_root, [path]), run.save_root)
 
 
 # Refused by the preflight (the files a config points at), before ai-toolkit loads the model or writes a file:
@@ -126,28 +115,15 @@ def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str
                               tiny_pipeline_dir: Path) -> dict[str, Run]:
     """One ``run.py -r``: every refused config, then one baseline YAML run as ``zero_prior_trainer``, then as
     ``sd_trainer``."""
-    paths, runs = [], {}
     (workdir / "empty_dataset").mkdir()
     (workdir / "empty_dataset" / "001.txt").write_text("a photo of [trigger]")
     preflight = [(name, change(workdir), message) for name, change, message in PREFLIGHT_REFUSALS]
-    for name, change, _ in [*REFUSALS, *preflight]:
-        folder = workdir / f"refused_{name}"
-        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change),
-                                  workdir / f"refused_{name}.yaml"))
-        runs[name] = Run("", folder / JOB)
-    for name, process_type in (("baseline_ours", "zero_prior_trainer"), ("baseline_builtin", "sd_trainer")):
-
-        def change(process: dict, process_type: str = process_type) -> None:
-            process["type"] = process_type
-            process["trigger_word"] = "striped fish"
-            process["train"].update(train_placeholder_token=False, disable_sampling=True)
-
-        folder = workdir / name
-        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change),
-                                  workdir / f"{name}.yaml"))
-        runs[name] = Run("", folder / JOB)
-    output = run_jobs(aitk_root, paths, recover=True)
-    return {name: Run(output, run.save_root) for name, run in runs.items()}
+    jobs = {f"refused_{name}": change for name, change, _ in [*REFUSALS, *preflight]}
+    jobs.update(baseline_ours=baseline("zero_prior_trainer"), baseline_builtin=baseline("sd_trainer"))
+    written = {name: write_job(workdir, name, tiny_pipeline_dir, datasets["subject"], change)
+               for name, change in jobs.items()}
+    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
+    return {name.removeprefix("refused_"): Run(output, run.save_root) for name, (_, run) in written.items()}
 
 
 def _dead_pid() -> int:
@@ -247,10 +223,7 @@ def test_refused_config_stops_run_py_before_writing(
 
 
 def test_baseline_through_this_process_equals_sd_trainer(refused_and_baseline_runs: dict[str, Run]) -> None:
-    ours = load_file(refused_and_baseline_runs["baseline_ours"].final)
-    builtin = load_file(refused_and_baseline_runs["baseline_builtin"].final)
-    assert ours.keys() == builtin.keys() and len(ours) > 0
-    assert all(torch.equal(ours[key], builtin[key]) for key in ours)
+    assert_same_lora(refused_and_baseline_runs["baseline_ours"], refused_and_baseline_runs["baseline_builtin"])
 
 
 # --- pivot-then-cache (placeholder.stop_step) and the trainer's prefix cache -------------------
@@ -276,13 +249,10 @@ def pivot_and_full_encode_runs(aitk_root: Path, workdir: Path, datasets: dict[st
         process["datasets"].append({**process["datasets"][0], "folder_path": str(datasets["other"]),
                                     "trigger_word": "fish"})
 
-    paths, folders = [], {}
-    for name, change in (("pivot", pivot), ("full_encode", full_encode)):
-        folders[name] = workdir / name
-        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
-                                  workdir / f"{name}.yaml"))
-    output = run_jobs(aitk_root, paths)
-    return {name: Run(output, folder / JOB) for name, folder in folders.items()}
+    written = {name: write_job(workdir, name, tiny_pipeline_dir, datasets["subject"], change)
+               for name, change in (("pivot", pivot), ("full_encode", full_encode))}
+    output = run_jobs(aitk_root, [path for path, _ in written.values()])
+    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
 
 
 @pytest.fixture(scope="module")
@@ -291,29 +261,25 @@ def resumed_after_pivot(aitk_root: Path, workdir: Path, datasets: dict[str, Path
     """One ``run.py -r``: the pivot run's step-6 save continued to step 10, and the same save resumed with
     another stop_step (refused)."""
     source = pivot_and_full_encode_runs["pivot"]
-    paths, folders = [], {}
+    written = {}
     cases = (("resumed_pivot", PIVOT), ("resumed_other_stop_step", 3), ("resumed_cut_optimizer", PIVOT))
     for name, stop_step in cases:
-        folders[name] = workdir / name
-        (folders[name] / JOB).mkdir(parents=True)
-        for file in ("optimizer.pt", source.step(6).name):
-            shutil.copy2(source.save_root / file, folders[name] / JOB / file)
-        if name == "resumed_other_stop_step":  # the user's config.yaml of the earlier run must survive the refusal
-            (folders[name] / JOB / "config.yaml").write_text("the earlier run's config\n")
-        if name == "resumed_cut_optimizer":  # killed in the middle of a save: a cut-off optimizer.pt and a temporary
-            optimizer = folders[name] / JOB / "optimizer.pt"
-            optimizer.write_bytes(optimizer.read_bytes()[:1000])
-            (folders[name] / JOB / f".{JOB}_000000008.safetensors.{_dead_pid()}.x.tmp").mkdir()
 
         def change(process: dict, stop_step: int = stop_step) -> None:
             process["placeholder"].update(num_vectors=VECTORS, stop_step=stop_step)
             process["train"]["steps"] = 10
             process["datasets"][0]["caption_dropout_rate"] = 0.5
 
-        paths.append(write_config(job_config(tiny_pipeline_dir, datasets["subject"], folders[name], change),
-                                  workdir / f"{name}.yaml"))
-    output = run_jobs(aitk_root, paths, recover=True)
-    return {name: Run(output, folder / JOB) for name, folder in folders.items()}
+        written[name] = path, run = write_job(workdir, name, tiny_pipeline_dir, datasets["subject"], change)
+        continue_from(source, run.save_root, source.step(6))
+        if name == "resumed_other_stop_step":  # the user's config.yaml of the earlier run must survive the refusal
+            (run.save_root / "config.yaml").write_text("the earlier run's config\n")
+        if name == "resumed_cut_optimizer":  # killed in the middle of a save: a cut-off optimizer.pt and a temporary
+            optimizer = run.save_root / "optimizer.pt"
+            optimizer.write_bytes(optimizer.read_bytes()[:1000])
+            (run.save_root / f".{JOB}_000000008.safetensors.{_dead_pid()}.x.tmp").mkdir()
+    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
+    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
 
 
 def test_the_pivot_freezes_the_vector_and_unloads_the_text_encoder(pivot_and_full_encode_runs: dict[str, Run]) -> None:
@@ -427,16 +393,12 @@ def two_process_runs(aitk_root: Path, workdir: Path, datasets: dict[str, Path],
             process["placeholder"].update(num_vectors=VECTORS, stop_step=3)
             process["train"].update(disable_sampling=True, steps=steps)
 
-        folder = workdir / name
+        path, run = write_job(workdir, name, tiny_pipeline_dir, datasets["subject"], change)
         if name == "two_processes_resumed":
-            (folder / JOB).mkdir(parents=True)
-            for file in ("optimizer.pt", runs["two_processes"].step(2).name):
-                shutil.copy2(runs["two_processes"].save_root / file, folder / JOB / file)
-        path = write_config(job_config(tiny_pipeline_dir, datasets["subject"], folder, change),
-                            workdir / f"{name}.yaml")
+            continue_from(runs["two_processes"], run.save_root, runs["two_processes"].step(2))
         # A rank that started at another step would wait in a collective forever: a short timeout.
         output = run_jobs(aitk_root, [path], launcher=TWO_RANKS, env=TWO_RANKS_ENV, timeout=240)
-        runs[name] = Run(output, folder / JOB)
+        runs[name] = Run(output, run.save_root)
     return runs
 
 

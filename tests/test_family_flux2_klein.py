@@ -2,7 +2,7 @@
 
 Here the vector trains in-process through the pipeline's own ``encode_prompt``
 and transformer on the tiny model (training through ai-toolkit's ``run.py``
-is ``test_family_flux2_klein_run.py``). What a
+is ``test_family_runs.py``). What a
 user relies on when loading: the text encoder is untouched, the embeddings at
 the token come back as at training time, a file of another family is refused
 with nothing changed, and an ai-toolkit FLUX.2 LoRA (BFL key names) lands on

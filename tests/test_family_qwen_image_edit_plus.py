@@ -23,24 +23,23 @@ import tinytrain
 import torch
 from aitk_cases import EDIT_PLUS_REFUSALS, TOKEN
 from aitk_jobs import (
-    JOB,
     Run,
     assert_resumed_bit_exactly,
     assert_same_lora,
     baseline,
     continue_from,
     grad_norms,
-    job_config,
     last_sample_controls,
     last_sample_embeds,
     max_abs_difference,
+    resume_to_step_6,
     run_jobs,
     stage_with_probe,
+    write_job,
 )
 from PIL import Image
 from safetensors.torch import load_file
 
-from zero_prior.aitk.launch import write_config
 from zero_prior.errors import ConfigError, FormatError, PlaceholderError
 from zero_prior.models.qwen_image_edit_plus import QWEN_IMAGE_EDIT_PLUS
 from zero_prior.placeholder.vocabulary import expand_prompt, light_copy
@@ -81,14 +80,14 @@ def dataset(workdir: Path) -> tuple[Path, Path]:
 
 
 def _write(name: str, workdir: Path, model: Path, dataset: tuple[Path, Path], change) -> tuple[Path, Run]:
-    folder, (images, control) = workdir / name, dataset
+    """``write_job`` for an edit job: the subject images with their control images."""
+    images, control = dataset
 
     def edit(process: dict) -> None:
         edit_job(process, str(control))
         change(process)
 
-    path = write_config(job_config(model, images, folder, edit), workdir / f"{name}.yaml")
-    return path, Run("", folder / JOB)
+    return write_job(workdir, name, model, images, edit)
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +110,8 @@ def runs(aitk_root: Path, workdir: Path, dataset: tuple[Path, Path], tiny_edit_d
 def resumed(aitk_root: Path, workdir: Path, dataset: tuple[Path, Path], tiny_edit_dir: Path,
             runs: dict[str, Run]) -> Run:
     """The zero-prior run's final save and optimizer state continued to step 6 by the real process type."""
-    source = runs["zero_prior"]
-
-    def change(process: dict) -> None:
-        process["placeholder"]["num_vectors"] = VECTORS
-        process["train"].update(steps=6, disable_sampling=True)
-        process["logging"]["log_every"] = 1
-
-    path, run = _write("resumed", workdir, tiny_edit_dir, dataset, change)
-    continue_from(source, run.save_root)
+    path, run = _write("resumed", workdir, tiny_edit_dir, dataset, resume_to_step_6(VECTORS))
+    continue_from(runs["zero_prior"], run.save_root)
     return Run(run_jobs(aitk_root, [path]), run.save_root)
 
 

@@ -1,30 +1,35 @@
-"""FLUX.2 [klein] through ai-toolkit's real ``run.py`` (arch ``flux2_klein_4b``), on the tiny FLUX.2 [klein], on CPU.
+"""Z-Image and FLUX.2 [klein] through ai-toolkit's real ``run.py``, on each family's tiny model, on CPU.
 
-The promises of ``test_aitk_run.py`` that depend on the model family, for
-ai-toolkit's own FLUX.2 model (BFL single files, a Qwen3 encoder whose layers
-9, 18 and 27 make the prompt): the vector trains and nothing else in the
+The promises of ``test_aitk_run.py`` that depend on the model family, for the
+two families whose prompt comes from a Qwen3 encoder (Z-Image: its last hidden
+state; FLUX.2 [klein]: layers 9, 18 and 27 of ai-toolkit's own FLUX.2 model,
+built from BFL single files): the vector trains and nothing else in the
 encoder changes, samples use the current vector, the file records the family
-and loads in ``Flux2KleinPipeline`` with the training-time embeddings (and is
-refused by a Z-Image pipeline), a resume restores the vector bit-exactly, the
-pivot freezes the prompts, the toggle off is ai-toolkit's own training, and a
-prefix cache it cannot build is refused before ai-toolkit starts. ai-toolkit
-builds FLUX.2 at the published sizes; the staged ``zero_prior_testbed``
-extension gives its loader the tiny sizes, for the built-in baseline and
-zero-prior's subclass alike. Two ``run.py`` starts: the first holds every job,
-the second resumes.
+and loads in the family's diffusers pipeline with the training-time
+embeddings (and is refused by another family's pipeline), a resume restores the
+vector bit-exactly, the toggle off is ai-toolkit's own training, and a prefix
+cache the family cannot build is refused before ai-toolkit starts; the pivot
+freezes the prompts and drops the encoder. Z-Image resumes through a quantized
+encoder.
+ai-toolkit builds FLUX.2 at the published sizes; the staged
+``zero_prior_testbed`` extension gives its loader the tiny sizes, for the
+built-in baseline and zero-prior's subclass alike. Per family, two ``run.py``
+starts: the first holds every job, the second resumes.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tinytrain
 import torch
 from aitk_cases import TOKEN
 from aitk_jobs import (
-    JOB,
     Run,
     assert_resumed_bit_exactly,
     assert_same_lora,
@@ -32,15 +37,17 @@ from aitk_jobs import (
     baseline,
     continue_from,
     grad_norms,
-    job_config,
+    resume_to_step_6,
     run_jobs,
     stage_with_probe,
+    write_job,
 )
 from safetensors.torch import load_file
 
-from zero_prior.aitk.launch import write_config
 from zero_prior.errors import FormatError
+from zero_prior.models.family import ModelFamily
 from zero_prior.models.flux2_klein import FLUX2_KLEIN
+from zero_prior.models.z_image import Z_IMAGE
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import read_zero_prior
 from zero_prior.weights.loader import load_zero_prior
@@ -50,12 +57,40 @@ VECTORS = 2
 FIRST_SPARE_ID = 151669  # Qwen3's tokenizer holds 151669 entries
 PIVOT_STEP = 2
 
-pytestmark = pytest.mark.long  # a whole family through run.py: the second pass of the test command
+pytestmark = pytest.mark.long  # whole families through run.py: the second pass of the test command
+
+
+@dataclass(frozen=True)
+class FamilyRun:
+    """What differs between the families this module runs."""
+
+    family: ModelFamily
+    model: str  # the conftest fixture giving the family's tiny pipeline folder
+    other_model: str  # the fixture of another family's tiny pipeline, which must refuse the file
+    encode: dict[str, Any] = field(default_factory=dict)  # encode_prompt's extra arguments for the comparison
+    quantized_resume: bool = False  # resume with the text encoder in qfloat8
+
+
+CASES = [
+    FamilyRun(Z_IMAGE, "tiny_zimage_dir", "tiny_pipeline_dir", {"do_classifier_free_guidance": False},
+              quantized_resume=True),
+    FamilyRun(FLUX2_KLEIN, "tiny_flux2_dir", "tiny_zimage_dir"),
+]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[case.family.name for case in CASES])
+def case(request: pytest.FixtureRequest) -> FamilyRun:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("flux2_klein")
+def model(case: FamilyRun, request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue(case.model)
+
+
+@pytest.fixture(scope="module")
+def workdir(case: FamilyRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp(case.family.name)
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +103,8 @@ def dataset(workdir: Path) -> Path:
     return make_subject_dataset(workdir / "subject", num_images=4, size=64, seed=0)[0].parent
 
 
-def _write(name: str, workdir: Path, model: Path, dataset: Path, change) -> tuple[Path, Run]:
-    folder = workdir / name
-    config = job_config(model, dataset, folder, change, arch=FLUX2_KLEIN.aitk_arch)
-    path = write_config(config, workdir / f"{name}.yaml")
-    return path, Run("", folder / JOB)
-
-
 @pytest.fixture(scope="module")
-def runs(aitk_root: Path, workdir: Path, dataset: Path, tiny_flux2_dir: Path) -> dict[str, Run]:
+def runs(case: FamilyRun, aitk_root: Path, workdir: Path, dataset: Path, model: Path) -> dict[str, Run]:
     """One ``run.py -r``: the probe run, the pivot, a refused prefix cache, the baseline as ours and as sd_trainer."""
 
     def zero_prior(process: dict) -> None:
@@ -92,36 +120,32 @@ def runs(aitk_root: Path, workdir: Path, dataset: Path, tiny_flux2_dir: Path) ->
 
     jobs = {"zero_prior": zero_prior, "pivot": pivot, "prefix_cache": prefix_cache,
             "baseline_ours": baseline("zero_prior_trainer"), "baseline_builtin": baseline("sd_trainer")}
-    written = {name: _write(name, workdir, tiny_flux2_dir, dataset, change) for name, change in jobs.items()}
+    written = {name: write_job(workdir, name, model, dataset, change, arch=case.family.aitk_arch)
+               for name, change in jobs.items()}
     output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
     return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
 
 
 @pytest.fixture(scope="module")
-def resumed(aitk_root: Path, workdir: Path, dataset: Path, tiny_flux2_dir: Path, runs: dict[str, Run]) -> Run:
+def resumed(case: FamilyRun, aitk_root: Path, workdir: Path, dataset: Path, model: Path,
+            runs: dict[str, Run]) -> Run:
     """The zero-prior run's final save and optimizer state continued to step 6 by the real process type."""
-    source = runs["zero_prior"]
-
-    def change(process: dict) -> None:
-        process["placeholder"]["num_vectors"] = VECTORS
-        process["train"].update(steps=6, disable_sampling=True)
-        process["logging"]["log_every"] = 1
-
-    path, run = _write("resumed", workdir, tiny_flux2_dir, dataset, change)
-    continue_from(source, run.save_root)
+    path, run = write_job(workdir, "resumed", model, dataset, resume_to_step_6(VECTORS, case.quantized_resume),
+                          arch=case.family.aitk_arch)
+    continue_from(runs["zero_prior"], run.save_root)
     return Run(run_jobs(aitk_root, [path]), run.save_root)
 
 
-def test_the_vector_trains_and_the_text_encoder_does_not(runs: dict[str, Run]) -> None:
+def test_the_vector_trains_and_the_text_encoder_does_not(case: FamilyRun, runs: dict[str, Run]) -> None:
     run = runs["zero_prior"]
     at_2, at_4 = read_zero_prior(run.step(2)), read_zero_prior(run.final)
-    assert at_4.family == FLUX2_KLEIN.name and at_4.training_step == 4
+    assert at_4.family == case.family.name and at_4.training_step == 4
     [stored] = at_4.placeholders
     assert stored.token == TOKEN and stored.token_ids == [FIRST_SPARE_ID, FIRST_SPARE_ID + 1]
     assert stored.vectors.norm(dim=1).min() > 10 * max(stored.initial_norms)
     assert not torch.equal(at_2.placeholders[0].vectors, stored.vectors)
     norms = grad_norms(run.output, 2, VECTORS)
-    print(f"\nFLUX.2 [klein] through run.py: step-2 grad norms {norms}")
+    print(f"\n{case.family.label} through run.py: step-2 grad norms {norms}")
     assert min(norms.values()) > 0
     probe = json.loads((run.save_root.parent / "probe.json").read_text())
     assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
@@ -135,33 +159,35 @@ def test_samples_use_the_current_vector(runs: dict[str, Run]) -> None:
     assert samples[0]["vector_norm"] != samples[1]["vector_norm"]
 
 
-def test_the_file_loads_in_flux2_klein_pipeline_with_the_trained_rows(runs: dict[str, Run],
-                                                                      tiny_flux2_dir: Path) -> None:
+def test_the_file_loads_in_the_family_pipeline_with_the_trained_rows(case: FamilyRun, runs: dict[str, Run],
+                                                                     model: Path) -> None:
     final = runs["zero_prior"].final
-    pipe = tinytrain.load_pipe(tiny_flux2_dir)
+    pipe = tinytrain.load_pipe(model)
     result = load_zero_prior(pipe, final)
     stored = read_zero_prior(final).placeholders[0]
     [registered] = result.tokens
     assert list(registered.token_ids) == stored.token_ids
     assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[stored.token_ids].detach(), stored.vectors)
-    # diffusers splits each fused qkv LoRA of BFL's names into to_q, to_k and to_v: more tensors than stored.
+    # diffusers splits each fused qkv LoRA of BFL's names (FLUX.2) into to_q, to_k and to_v: more tensors than stored.
     converted, _ = read_lora(pipe, final, final.name)
-    assert result.lora_tensors == len(converted) > len(load_file(final)) > 0
+    assert result.lora_tensors == len(converted) >= len(load_file(final)) > 0
     assert pipe.get_list_adapters() == {"transformer": [result.adapter_name]}
-    # The last sample's prompt embeddings in ai-toolkit's FLUX.2 pipeline equal diffusers' with the file loaded.
-    assert_samples_encode_as(runs["zero_prior"], pipe, result, "FLUX.2 [klein]")
+    # The last sample's prompt embeddings in training equal the diffusers pipeline's with the file loaded.
+    assert_samples_encode_as(runs["zero_prior"], pipe, result, case.family.label, **case.encode)
 
 
-def test_a_zimage_pipeline_refuses_the_flux2_file(runs: dict[str, Run], tiny_zimage_dir: Path) -> None:
-    pipe = tinytrain.load_pipe(tiny_zimage_dir)
+def test_another_family_refuses_the_file(case: FamilyRun, runs: dict[str, Run],
+                                         request: pytest.FixtureRequest) -> None:
+    pipe = tinytrain.load_pipe(request.getfixturevalue(case.other_model))
     vocabulary = len(pipe.tokenizer)
-    with pytest.raises(FormatError, match=r"trained for FLUX.2 \[klein\]"):
+    with pytest.raises(FormatError, match=f"trained for {re.escape(case.family.label)}"):
         load_zero_prior(pipe, runs["zero_prior"].final)
     assert len(pipe.tokenizer) == vocabulary and not pipe.get_list_adapters()
 
 
-def test_resume_restores_the_vector_bit_exactly(runs: dict[str, Run], resumed: Run) -> None:
+def test_resume_restores_the_vector_bit_exactly(case: FamilyRun, runs: dict[str, Run], resumed: Run) -> None:
     assert_resumed_bit_exactly(runs["zero_prior"], resumed, VECTORS)
+    assert ("Quantizing Text Encoder" in resumed.output) == case.quantized_resume
 
 
 def test_the_pivot_freezes_the_prompts_and_drops_the_encoder(runs: dict[str, Run]) -> None:
@@ -176,10 +202,10 @@ def test_the_pivot_freezes_the_prompts_and_drops_the_encoder(runs: dict[str, Run
     assert final.training_step == 4
 
 
-def test_prefix_cache_true_is_refused_before_ai_toolkit_writes(runs: dict[str, Run]) -> None:
+def test_prefix_cache_true_is_refused_before_ai_toolkit_writes(case: FamilyRun, runs: dict[str, Run]) -> None:
     run = runs["prefix_cache"]
     assert ("Error running job: config.process[0].placeholder.prefix_cache: true cannot be used with "
-            "FLUX.2 [klein]") in run.output
+            f"{case.family.label}") in run.output
     assert not run.save_root.parent.exists()
 
 
