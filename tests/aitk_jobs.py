@@ -86,6 +86,29 @@ def grad_norms(output: str, step: int, vectors: int) -> dict[str, float]:
     return {index: float(value) for index, value in found}
 
 
+def assert_vector_trained(run: Run, family: str, first_id: int, vectors: int, label: str) -> dict[str, Any]:
+    """``run`` (the probe's 4 steps) trained its ``vectors``-vector placeholder at the first spare ids of the
+    ``family``'s tokenizer and changed no text-encoder tensor; returns the probe's record for more checks."""
+    import json
+
+    import torch
+
+    from zero_prior.weights.format import read_zero_prior
+
+    at_2, at_4 = read_zero_prior(run.step(2)), read_zero_prior(run.final)
+    assert at_4.family == family and (at_2.training_step, at_4.training_step) == (2, 4)
+    [stored] = at_4.placeholders
+    assert stored.token == TOKEN and stored.token_ids == list(range(first_id, first_id + vectors))
+    assert stored.vectors.norm(dim=1).min() > 10 * max(stored.initial_norms)
+    assert not torch.equal(at_2.placeholders[0].vectors, stored.vectors)
+    norms = grad_norms(run.output, 2, vectors)
+    print(f"\n{label} through run.py: step-2 grad norms {norms}")
+    assert min(norms.values()) > 0
+    probe = json.loads((run.save_root.parent / "probe.json").read_text())
+    assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
+    return probe
+
+
 def last_sample_embeds(run: Run) -> dict[str, Any]:
     """The probe's prompt embeddings of the run's last sampling, by prompt (a tensor, or a list per prompt)."""
     import torch

@@ -28,6 +28,7 @@ from aitk_jobs import (
     Run,
     assert_same_lora,
     assert_samples_encode_as,
+    assert_vector_trained,
     baseline,
     continue_from,
     grad_norms,
@@ -38,6 +39,7 @@ from aitk_jobs import (
 )
 from safetensors.torch import load_file
 
+from zero_prior.models.qwen_image import QWEN_IMAGE
 from zero_prior.placeholder.vocabulary import expand_prompt
 from zero_prior.testbed import make_subject_dataset
 from zero_prior.weights.format import METADATA_KEY, read_header, read_zero_prior
@@ -145,16 +147,9 @@ def test_toggle_on_saves_the_placeholder_and_toggle_off_is_a_plain_lora(
 
 
 def test_the_vector_trains_and_the_text_encoder_does_not(zero_prior_run: Run) -> None:
-    at_2, at_4 = read_zero_prior(zero_prior_run.step(2)), read_zero_prior(zero_prior_run.final)
-    start_norm = at_4.placeholders[0].initial_norms[0]
-    assert start_norm < 1e-3  # a near-zero start (std 1e-5 x sqrt(hidden 64))
-    assert at_4.placeholders[0].vectors.norm(dim=1).min() > 10 * start_norm
-    assert not torch.equal(at_2.placeholders[0].vectors, at_4.placeholders[0].vectors)
-    assert (at_2.training_step, at_4.training_step) == (2, 4)
-    # Every vector got a gradient: "[trigger]" in the captions became the token, expanded to all its entries.
-    assert min(grad_norms(zero_prior_run.output, 2, VECTORS).values()) > 0
-    probe = json.loads((zero_prior_run.save_root.parent / "probe.json").read_text())
-    assert probe["text_encoder_tensors"] > 0 and probe["text_encoder_changed"] == []
+    # Every vector gets a gradient: "[trigger]" in the captions became the token, expanded to all its entries.
+    assert_vector_trained(zero_prior_run, QWEN_IMAGE.name, 151665, VECTORS, QWEN_IMAGE.label)
+    assert read_zero_prior(zero_prior_run.final).placeholders[0].initial_norms[0] < 1e-3  # std 1e-5 x sqrt(64)
 
 
 def test_samples_use_the_current_vector(zero_prior_run: Run) -> None:
