@@ -320,7 +320,8 @@ def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholde
         raise FormatError(f"{where}: vectors must be float32 of shape [n, hidden], got {blob.get('dtype')} "
                           f"{shape}; {DAMAGED_FIX}")
     if shape[1] != hidden or shape[0] * shape[1] * 4 != len(raw):
-        raise FormatError(f"{where}: vector shape {shape} does not match hidden size {hidden} or its data; {DAMAGED_FIX}")
+        raise FormatError(f"{where}: vector shape {shape} does not match hidden size {hidden} or its data; "
+                          f"{DAMAGED_FIX}")
     vectors = torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape))
     if not torch.isfinite(vectors).all():
         raise FormatError(f"{where}: the stored vector has NaN or infinite values (the training diverged); "
@@ -349,7 +350,8 @@ def _decode_placeholder(item: Any, hidden: int, source: str) -> StoredPlaceholde
 def _field(data: Mapping[str, Any], key: str, kind: type, source: str) -> Any:
     value = data.get(key)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}; {DAMAGED_FIX}")
+        raise FormatError(f"{source}: zero-prior metadata field {key!r} is missing or not {kind.__name__}; "
+                          f"{DAMAGED_FIX}")
     return value
 
 
