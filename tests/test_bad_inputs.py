@@ -174,7 +174,7 @@ def _header_only(source: Path, tmp: Path) -> Path:
 
 
 def _pipeline_state(pipe) -> tuple:
-    return (len(pipe.tokenizer), type(pipe.tokenizer).__name__, sorted(pipe.get_list_adapters()),
+    return (pipe.tokenizer.get_added_vocab(), type(pipe.tokenizer).__name__, sorted(pipe.get_list_adapters()),
             any(isinstance(m, BaseTunerLayer) for m in pipe.transformer.modules()),
             pipe.text_encoder.get_input_embeddings().weight.detach().clone())
 

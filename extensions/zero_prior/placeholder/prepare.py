@@ -18,7 +18,7 @@ from ..models import DEFAULT_FAMILY, ModelFamily
 from .config import PlaceholderConfig
 from .splice import PlaceholderEmbedding, ensure_embedding_rows
 from .starts import initial_vectors
-from .vocabulary import register_placeholders, tokenizer_group
+from .vocabulary import next_token_id, register_placeholders, tokenizer_group
 
 
 def add_placeholders(
@@ -43,7 +43,7 @@ def add_placeholders(
     """
     group = tokenizer_group(tokenizers)
     tokenizer = group[0]
-    tokenizer_length = len(tokenizer)
+    tokenizer_length = next_token_id(tokenizer)  # len(tokenizer) counts the whole vocabulary (~50 ms)
     tokens = register_placeholders(group, configs, family)  # first: a refused token leaves everything as it was
     # The vectors are the only trainable tensors; pipelines load encoders with grads on.
     text_encoder.requires_grad_(False)

@@ -62,6 +62,7 @@ from ...fileio import remove_stale_temps
 from ...placeholder.prepare import add_placeholders
 from ...placeholder.splice import PlaceholderEmbedding
 from ...placeholder.telemetry import module_sha256, placeholder_stats
+from ...placeholder.vocabulary import next_token_id
 from ...training.distributed import (
     any_rank,
     average_gradients,
@@ -127,7 +128,7 @@ class ZeroPriorTrainer(DiffusionTrainer):
                 "'Failed to import' line above) or another extension registers the same arch"
             )
         tokenizer = self.sd.tokenizer[0]
-        self.tokenizer_length = len(tokenizer)
+        self.tokenizer_length = next_token_id(tokenizer)
         with self._config_kept_on_refusal():  # on every tokenizer the model encodes with, or on none
             self.placeholders = add_placeholders(self.sd.text_encoder[0], self.sd.placeholder_tokenizers(),
                                                  [self.zero_prior.placeholder], family=family)
