@@ -141,6 +141,7 @@ vector moved the image by 9e-4 and dropping the LoRA by 1.8e-4 to 3.9e-4 (the Co
 
 def assert_same_image(ours: np.ndarray, expected: np.ndarray) -> None:
     """``image()`` of two pipelines agrees within float noise (``IMAGE_TOLERANCE``), far below a vector's effect."""
+    assert ours.shape == expected.shape, f"image shapes differ: {ours.shape} and {expected.shape}"
     difference = float(np.abs(ours - expected).max())
     assert difference <= IMAGE_TOLERANCE, f"images differ by {difference:.3g} (float noise is below {IMAGE_TOLERANCE})"
 

@@ -282,11 +282,20 @@ def read_layout(path: str | os.PathLike[str], label: str | None = None) -> FileL
         raise FormatError(f"{label}: {what}; pass the LoRA .safetensors file a training wrote")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return FileLayout(dict(handle.metadata() or {}),
-                              {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()})
+            slices = {key: handle.get_slice(key) for key in handle.keys()}
+            layout = FileLayout(dict(handle.metadata() or {}),
+                                {key: list(part.get_shape()) for key, part in slices.items()})
+            dtypes = {key: part.get_dtype() for key, part in slices.items()}
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise FormatError(f"{label}: not a readable .safetensors file ({error}); {DAMAGED_FIX} "
                           "(a cut-off download or a .ckpt/.pt file is not a LoRA .safetensors)") from None
+    # Every reader (loader, ComfyUI node, export, merge) starts here: a complex tensor would be cast to the float
+    # layer without its imaginary part, an integer one scaled as if it were weights.
+    for key, dtype in sorted(dtypes.items()):
+        if not dtype.startswith(("F", "BF")):
+            raise FormatError(f"{label}: tensor {key!r} is {dtype}, but a LoRA's tensors are floating point "
+                              f"(F32, F16, BF16, ...); {DAMAGED_FIX}")
+    return layout
 
 
 def read_header(path: str | os.PathLike[str], label: str | None = None) -> dict[str, str]:

@@ -50,7 +50,7 @@ from .applied import (
     set_saved_records,
     write_rows,
 )
-from .format import StoredPlaceholder, ZeroPriorRecord
+from .format import DAMAGED_FIX, StoredPlaceholder, ZeroPriorRecord
 from .lora_check import (
     DIGEST_ROWS,
     DIGEST_SAMPLES,
@@ -263,7 +263,7 @@ def _plan_placeholders(
         config = _config(stored)
         if list(config.token_strings) != list(stored.token_strings):
             raise FormatError(f"{path}: placeholder {stored.token!r} lists entries {stored.token_strings}, expected "
-                              f"{list(config.token_strings)}; use the file the training wrote, or download it again")
+                              f"{list(config.token_strings)}; {DAMAGED_FIX}")
         present = [entry for entry in stored.token_strings if entry_id(tokenizers[0], entry) is not None]
         existing = _existing(tokenizers, text_encoder, stored, present, path, token_scale) if present else None
         plan.append((stored, existing))

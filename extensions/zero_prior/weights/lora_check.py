@@ -205,10 +205,6 @@ def _check_pair(transformer: torch.nn.Module, module_name: str, parts: dict[str,
     if missing:
         raise FormatError(f"{where} has no {missing[0]} weight (a LoRA needs both halves); {DAMAGED_FIX}")
     down, up = parts["lora_A"], parts["lora_B"]
-    for part, tensor in (("lora_A", down), ("lora_B", up)):
-        if not tensor.is_floating_point():  # peft would copy a complex one into the float layer, dropping half of it
-            raise FormatError(f"{where} has a {tensor.dtype} {part}, but LoRA weights are floating point (float32, "
-                              f"float16 or bfloat16); {DAMAGED_FIX}")
     expected_down, expected_up = [down.shape[0], module.in_features], [module.out_features, down.shape[0]]
     if down.dim() != 2 or up.dim() != 2 or list(down.shape) != expected_down or list(up.shape) != expected_up:
         raise FormatError(
