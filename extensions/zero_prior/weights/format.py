@@ -274,7 +274,10 @@ class FileLayout:
 
 
 def read_layout(path: str | os.PathLike[str], label: str | None = None) -> FileLayout:
-    """Read a ``.safetensors`` file's header (one open, no tensor loaded); ``label`` names the file in errors."""
+    """Read a ``.safetensors`` file's header (one open, no tensor loaded); ``label`` names the file in errors.
+
+    A tensor that is not floating point (integer, bool, complex) is refused here.
+    """
     path = Path(path)
     label = label or str(path)
     if not path.is_file():
