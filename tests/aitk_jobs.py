@@ -78,6 +78,12 @@ def run_jobs(root: Path, config_paths: list[Path], recover: bool = False, launch
     return output
 
 
+def run_written(root: Path, written: dict[str, tuple[Path, Run]], recover: bool = False) -> dict[str, Run]:
+    """One ``run.py`` over the jobs ``write_job`` wrote (``-r`` with ``recover``); each job's ``Run``, by name."""
+    output = run_jobs(root, [path for path, _ in written.values()], recover=recover)
+    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+
+
 def grad_norms(output: str, step: int, vectors: int) -> dict[str, float]:
     """Per-vector gradient norms from the trainer's telemetry line(s) for ``step``."""
     pattern = rf"zero-prior step {step}: placeholder/{re.escape(TOKEN)}/(\d+) norm \S+ grad_norm (\S+)"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from aitk_cases import TOKEN
-from aitk_jobs import Run, run_jobs, write_job
+from aitk_jobs import Run, run_written, write_job
 from safetensors.torch import load_file
 
 from zero_prior.aitk.launch import stage_ai_toolkit
@@ -49,8 +49,7 @@ def dop_runs(ai_toolkit_checkout: Path, tiny_pipeline_dir: Path,
             process["logging"].update(log_every=1, use_ui_logger=True)
 
         written[name] = write_job(work, name, tiny_pipeline_dir, dataset, change)
-    output = run_jobs(root, [path for path, _ in written.values()])
-    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+    return run_written(root, written)
 
 
 def test_preservation_pass_trains_the_lora_and_gives_the_vector_no_gradient(dop_runs: dict[str, Run]) -> None:

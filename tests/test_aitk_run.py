@@ -35,6 +35,7 @@ from aitk_jobs import (
     grad_norms,
     resume_to_step_6,
     run_jobs,
+    run_written,
     stage_with_probe,
     write_job,
 )
@@ -125,8 +126,7 @@ def refused_and_baseline_runs(aitk_root: Path, workdir: Path, datasets: dict[str
     jobs.update(baseline_ours=baseline("zero_prior_trainer"), baseline_builtin=baseline("sd_trainer"))
     written = {name: write_job(workdir, name, tiny_pipeline_dir, datasets["subject"], change)
                for name, change in jobs.items()}
-    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
-    return {name.removeprefix("refused_"): Run(output, run.save_root) for name, (_, run) in written.items()}
+    return {name.removeprefix("refused_"): run for name, run in run_written(aitk_root, written, recover=True).items()}
 
 
 def _dead_pid() -> int:
@@ -244,8 +244,7 @@ def pivot_and_full_encode_runs(aitk_root: Path, workdir: Path, datasets: dict[st
 
     written = {name: write_job(workdir, name, tiny_pipeline_dir, datasets["subject"], change)
                for name, change in (("pivot", pivot), ("full_encode", full_encode))}
-    output = run_jobs(aitk_root, [path for path, _ in written.values()])
-    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+    return run_written(aitk_root, written)
 
 
 @pytest.fixture(scope="module")
@@ -271,8 +270,7 @@ def resumed_after_pivot(aitk_root: Path, workdir: Path, datasets: dict[str, Path
             optimizer = run.save_root / "optimizer.pt"
             optimizer.write_bytes(optimizer.read_bytes()[:1000])
             (run.save_root / f".{JOB}_000000008.safetensors.{_dead_pid()}.x.tmp").mkdir()
-    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
-    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+    return run_written(aitk_root, written, recover=True)
 
 
 def test_the_pivot_freezes_the_vector_and_unloads_the_text_encoder(pivot_and_full_encode_runs: dict[str, Run]) -> None:

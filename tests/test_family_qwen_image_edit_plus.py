@@ -34,6 +34,7 @@ from aitk_jobs import (
     max_abs_difference,
     resume_to_step_6,
     run_jobs,
+    run_written,
     stage_with_probe,
     write_job,
 )
@@ -102,8 +103,7 @@ def runs(aitk_root: Path, workdir: Path, dataset: tuple[Path, Path], tiny_edit_d
     jobs = {"zero_prior": zero_prior, **{name: change for name, change, _ in EDIT_PLUS_REFUSALS},
             "baseline_ours": baseline("zero_prior_trainer"), "baseline_builtin": baseline("sd_trainer")}
     written = {name: _write(name, workdir, tiny_edit_dir, dataset, change) for name, change in jobs.items()}
-    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
-    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+    return run_written(aitk_root, written, recover=True)
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from aitk_jobs import (
     continue_from,
     resume_to_step_6,
     run_jobs,
+    run_written,
     stage_with_probe,
     write_job,
 )
@@ -123,8 +124,7 @@ def runs(case: FamilyRun, aitk_root: Path, workdir: Path, dataset: Path, model: 
             "baseline_ours": baseline("zero_prior_trainer"), "baseline_builtin": baseline("sd_trainer")}
     written = {name: write_job(workdir, name, model, dataset, change, arch=case.family.aitk_arch)
                for name, change in jobs.items()}
-    output = run_jobs(aitk_root, [path for path, _ in written.values()], recover=True)
-    return {name: Run(output, run.save_root) for name, (_, run) in written.items()}
+    return run_written(aitk_root, written, recover=True)
 
 
 @pytest.fixture(scope="module")
