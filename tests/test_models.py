@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import tinytrain
 import torch
 from PIL import Image
 
+from zero_prior.errors import ConfigError
 from zero_prior.models import FAMILIES, family_for_pipeline
 from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.placeholder.vocabulary import TOKEN_CONTEXTS, light_copy, register_placeholders
@@ -94,6 +96,11 @@ def test_generate_images_guides_each_family_with_its_own_argument(pipe) -> None:
                                      true_cfg_scale=scale, negative_prompt="blurry")[0] for scale in (1.0, 3.0))
     assert plain.size == guided.size == (64, 64)
     assert plain.tobytes() != guided.tobytes()  # the guidance argument reached the pipeline
+    [floats] = generate_images(pipe, ["a photo of a fish"], seed=3, steps=2, height=64, width=64,
+                               negative_prompt="blurry", output_type="np")
+    assert floats.dtype == np.float32 and np.array_equal((floats * 255).round().astype(np.uint8), np.asarray(plain))
+    with pytest.raises(ConfigError, match="output_type must be 'pil' .* or 'np' .*, got 'pt'"):
+        generate_images(pipe, ["a photo of a fish"], output_type="pt")
 
 
 @pytest.mark.parametrize("prefix", ["diffusion_model.", "base_model.model."])

@@ -21,6 +21,7 @@ from zero_prior.placeholder.config import PlaceholderConfig
 from zero_prior.placeholder.prepare import add_placeholders
 from zero_prior.placeholder.splice import PlaceholderEmbedding
 from zero_prior.placeholder.vocabulary import expand_prompt, light_copy
+from zero_prior.serving.generate import generate_images
 from zero_prior.weights.format import save_lora_file, to_record
 from zero_prior.weights.loader import load_zero_prior
 
@@ -120,7 +121,7 @@ def transformer_output(pipe: QwenImagePipeline, embeds: torch.Tensor) -> torch.T
 
 
 def image(pipe: QwenImagePipeline, prompt: str = TWO_TOKEN_PROMPT) -> np.ndarray:
-    """A 32x32 image in 2 steps from seed 7 (``generate_images``' settings), as floats in [0, 1] before 8-bit rounding.
+    """A 32x32 image in 2 steps from seed 7 (``generate_images``), as floats in [0, 1] before 8-bit rounding.
 
     Floats, because two separately loaded copies of the same pipeline differ
     by float noise on the CPU, and at 8 bits that noise flips a pixel by one
@@ -128,10 +129,8 @@ def image(pipe: QwenImagePipeline, prompt: str = TWO_TOKEN_PROMPT) -> np.ndarray
     LoRA move this tiny model's 8-bit image by one level on only 1.5-4 % of its
     pixels: compare with ``assert_same_image``.
     """
-    generator = torch.Generator(device="cpu").manual_seed(7)
-    output = pipe(prompt=prompt, true_cfg_scale=1.0, num_inference_steps=2, height=32, width=32,
-                  generator=generator, output_type="np")
-    return output.images[0]
+    [picture] = generate_images(pipe, [prompt], seed=7, steps=2, height=32, width=32, output_type="np")
+    return picture
 
 
 IMAGE_TOLERANCE = 1e-5

@@ -61,6 +61,7 @@ def generate_images(
     true_cfg_scale: float = 1.0,
     negative_prompt: str | None = None,
     image: Any = None,
+    output_type: str = "pil",
 ) -> list[Any]:
     """One PIL image per prompt, each from ``seed`` (so columns of a grid share noise).
 
@@ -70,12 +71,15 @@ def generate_images(
     ``true_cfg_scale``, Z-Image's and FLUX.2 [klein]'s ``guidance_scale``); above
     1 it uses ``negative_prompt`` (as the family's pipeline takes it). ``image``
     is the control image (or list of them) an edit family (Qwen-Image-Edit-Plus)
-    edits; it is required there.
+    edits; it is required there. ``output_type="np"`` gives each image as the
+    pipeline's float array in [0, 1] instead, before 8-bit rounding.
 
     Example::
 
         generate_images(pipe, ["a photo of <zwx>"], seed=1, steps=4, height=64, width=64)
     """
+    if output_type not in ("pil", "np"):
+        raise ConfigError(f"output_type must be 'pil' (PIL images) or 'np' (float arrays), got {output_type!r}")
     family = family_for_pipeline(pipe)
     if family.control_images and image is None:
         raise ConfigError(f"{family.label} edits an image: pass the control image (image=, a PIL image or a list)")
@@ -91,6 +95,7 @@ def generate_images(
             height=height,
             width=width,
             generator=generator,
+            output_type=output_type,
         )
         images.append(output.images[0])
     return images
